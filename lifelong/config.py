@@ -1,0 +1,223 @@
+"""One run's configuration, composed from each component's defaults, and dotted overrides.
+
+Resolution order: component defaults -> the benchmark's protocol -> a TOML file -> the command
+line's ``key=value`` overrides. Keys are dotted: ``data.normalize``, ``model.hidden``,
+``train.lr``, and ``<method>.<field>`` for a method's hyperparameters (``ewc.lam=1e7``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lifelong.data.scenarios import BenchmarkOptions, get_benchmark
+from lifelong.methods.registry import get_method, parse_method
+from lifelong.nn.model import ModelConfig
+from lifelong.train.loop import TrainConfig
+
+SECTIONS = ("data", "model", "train")
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines one run (one method, one benchmark, one seed).
+
+    Attributes:
+        benchmark: Registered benchmark name.
+        method: Method expression (``ewc``, ``dhp+si`` ...).
+        setting: ``task``, ``domain`` or ``class``; ``None`` takes the benchmark's default.
+        seed: Seeds the scenario, the model's initialisation and the data order.
+        data: Benchmark options.
+        model: Model options.
+        train: Optimisation options.
+        hparams: ``method name -> hyperparameter dataclass`` for every part of ``method``.
+    """
+
+    benchmark: str = "split-digits"
+    method: str = "finetune"
+    setting: str | None = None
+    seed: int = 0
+    data: BenchmarkOptions = field(default_factory=BenchmarkOptions)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly nested dict (hyperparameters under their method's name)."""
+        out = {
+            "benchmark": self.benchmark, "method": self.method, "setting": self.setting,
+            "seed": self.seed,
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+        for name, hp in self.hparams.items():
+            out[name] = dataclasses.asdict(hp) if hp is not None else {}
+        return json.loads(json.dumps(out, default=list))
+
+
+def _parse_bool(text: str, key: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{key}: expected true or false, got {text!r}")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Converts ``value`` (a CLI string or a TOML value) to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return coerce(value, a, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError("; ".join(errors))
+    if origin is tuple:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError(f"{key}: cannot parse list {text!r}") from None
+            elif text.startswith("("):
+                value = [v for v in text.strip("()").split(",") if v.strip()]
+            else:
+                value = [v for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], key) for v in value)
+        if args and len(args) != len(value):
+            raise ValueError(f"{key}: expected {len(args)} values, got {list(value)}")
+        return tuple(coerce(v, a, key) for v, a in zip(value, args)) if args else tuple(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        return _parse_bool(str(value), key)
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    if tp is Any:
+        return value
+    raise ValueError(f"{key}: unsupported option type {tp}")
+
+
+def set_field(obj: Any, name: str, value: Any, key: str) -> None:
+    """Sets dataclass field ``name`` of ``obj`` to ``value`` coerced to its annotation."""
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    if name not in names:
+        raise ValueError(f"unknown option {key!r}; valid keys: "
+                         + ", ".join(f"{key.rsplit('.', 1)[0]}.{n}" for n in names))
+    setattr(obj, name, coerce(value, hints[name], key))
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], strict_methods: bool = True) -> None:
+    """Applies dotted overrides to ``cfg`` in place.
+
+    A ``<method>.<field>`` key for a method that is registered but not part of ``cfg.method`` is
+    ignored when ``strict_methods`` is false (one override list serves several methods).
+    """
+    for key, value in overrides.items():
+        if key in ("benchmark", "method", "setting", "seed"):
+            if key == "seed":
+                cfg.seed = coerce(value, int, key)
+            elif key == "setting":
+                cfg.setting = coerce(value, str | None, key)
+            else:
+                setattr(cfg, key, str(value))
+            continue
+        if "." not in key:
+            raise ValueError(
+                f"override {key!r} needs a section: data.*, model.*, train.* or <method>.* "
+                "(e.g. train.lr=0.001, ewc.lam=1e7)"
+            )
+        section, name = key.split(".", 1)
+        if section in SECTIONS:
+            set_field(getattr(cfg, section), name, value, key)
+            continue
+        spec = get_method(section)  # raises with the valid names
+        if spec.hparams is None:
+            raise ValueError(f"method {section!r} has no hyperparameters (got {key!r})")
+        if section not in cfg.hparams:
+            if strict_methods:
+                raise ValueError(f"override {key!r} is for method {section!r}, which is not part "
+                                 f"of {cfg.method!r}")
+            continue
+        set_field(cfg.hparams[section], name, value, key)
+
+
+def flatten_toml(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Splits a TOML document into run-level entries (benchmark, method(s), seeds, setting) and
+    dotted overrides."""
+    top: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                overrides[f"{k}.{kk}"] = vv
+        elif k in ("benchmark", "method", "methods", "seeds", "setting", "seed"):
+            top[k] = v
+        else:
+            raise ValueError(f"unknown top-level key {k!r} in config file; valid: benchmark, "
+                             "method(s), setting, seeds, and [data]/[model]/[train]/[<method>] "
+                             "tables")
+    return top, overrides
+
+
+def load_toml(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reads a TOML configuration file (see ``configs/``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    try:
+        doc = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+    return flatten_toml(doc)
+
+
+def make_config(benchmark: str, method: str, seed: int = 0, setting: str | None = None,
+                overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Resolves a run's configuration: defaults, benchmark protocol, then ``overrides``."""
+    spec = get_benchmark(benchmark)
+    cfg = RunConfig(benchmark=benchmark, method=method, seed=seed, setting=setting)
+    for part in parse_method(method):
+        cfg.hparams[part.name] = part.default_hparams()
+    apply_overrides(cfg, dict(spec.defaults))
+    apply_overrides(cfg, overrides or {}, strict_methods=False)
+    if setting is not None:
+        cfg.setting = setting
+    cfg.data.validate()
+    cfg.train.validate()
+    return cfg

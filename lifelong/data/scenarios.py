@@ -1,0 +1,505 @@
+"""Continual-learning scenarios: ordered tasks built once, from a dataset and a seed.
+
+A :class:`Scenario` is an ordered tuple of :class:`Task` objects. Everything random about a
+scenario (class order, pixel permutations, rotation angles, per-class keep fractions) is drawn
+*once*, when it is built, from its own generator seeded by the run's seed, so the same task sees
+the same permutation in every epoch, data loader and process.
+
+The setting (task-, domain- or class-incremental; van de Ven & Tolias 2019, "Three scenarios for
+continual learning") does not change the data; it changes the output layer and the evaluation,
+which :class:`lifelong.data.layout.Layout` handles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lifelong.data.datasets import ArrayDataset, load_dataset
+
+SETTINGS = ("task", "domain", "class")
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One task of a scenario.
+
+    Attributes:
+        id: Position of the task in the scenario (0-based).
+        name: Human-readable name, e.g. ``"0/1"`` or ``"perm-3"``.
+        classes: Dataset labels of this task, in local order: local output ``i`` of a per-task head
+            stands for label ``classes[i]``.
+        train_x: Training inputs, float32 ``[N, C, H, W]`` (preprocessed, before ``perm``).
+        train_y: Training labels (int64, values in ``classes``).
+        test_x: Test inputs.
+        test_y: Test labels.
+        perm: Optional pixel permutation applied to the flattened inputs of every batch
+            (permuted benchmarks share one input tensor between tasks instead of copying it).
+    """
+
+    id: int
+    name: str
+    classes: tuple[int, ...]
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    perm: Tensor | None = None
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """Returns ``x`` as the model must see it for this task (the permutation applied)."""
+        if self.perm is None:
+            return x
+        return x.flatten(1).index_select(1, self.perm).view_as(x)
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_y.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_y.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Scenario:
+    """An ordered sequence of tasks plus what is needed to build models for it.
+
+    Attributes:
+        name: Registered benchmark name.
+        tasks: The tasks, in training order.
+        input_shape: Shape of one input, ``(C, H, W)``.
+        num_classes: Number of distinct dataset labels over all tasks.
+        class_names: Name of each dataset label.
+        settings: The settings this scenario supports.
+        default_setting: The setting used when none is asked for.
+        info: What was drawn at build time (class order, angles, keep fractions ...), for the record.
+    """
+
+    name: str
+    tasks: tuple[Task, ...]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    class_names: tuple[str, ...]
+    settings: tuple[str, ...]
+    default_setting: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i: int) -> Task:
+        return self.tasks[i]
+
+    @property
+    def input_dim(self) -> int:
+        return math.prod(self.input_shape)
+
+
+@dataclass
+class BenchmarkOptions:
+    """Options of the data side of a benchmark (``data.*`` on the command line).
+
+    Attributes:
+        n_tasks: Number of tasks; ``None`` keeps the benchmark's own default.
+        normalize: Standardise inputs with the training set's per-channel mean and std. The DHP
+            protocol (Thangarasa et al.) uses raw pixels in [0, 1] (``False``); many others normalise.
+        class_order: ``"natural"`` (0/1, 2/3, ...) or ``"random"`` (drawn once from the seed); split
+            benchmarks only.
+        train_fraction: Keep this fraction of every task's training set (stratified, drawn from
+            the seed); 1.0 keeps all. For quick runs.
+        imbalance_low: Imbalanced PermutedMNIST: lower end of the per-class keep fraction range.
+        imbalance_high: Imbalanced PermutedMNIST: upper end of the per-class keep fraction range.
+        max_angle: Rotated benchmarks: task ``t`` is rotated by ``t * max_angle / n_tasks`` degrees.
+        data_dir: Directory looked in first for dataset files (then ``$LIFELONG_DATA``, then the
+            user cache).
+        download: Download missing dataset files into the cache (canonical URLs, md5 checked).
+    """
+
+    n_tasks: int | None = None
+    normalize: bool = False
+    class_order: str = "natural"
+    train_fraction: float = 1.0
+    imbalance_low: float = 0.1
+    imbalance_high: float = 1.0
+    max_angle: float = 180.0
+    data_dir: str | None = None
+    download: bool = False
+
+    def validate(self) -> None:
+        if self.n_tasks is not None and self.n_tasks < 1:
+            raise ValueError(f"data.n_tasks must be a positive integer, got {self.n_tasks}")
+        if self.class_order not in ("natural", "random"):
+            raise ValueError(
+                f"data.class_order must be 'natural' or 'random', got {self.class_order!r}"
+            )
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"data.train_fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0.0 < self.imbalance_low <= self.imbalance_high <= 1.0:
+            raise ValueError(
+                "data.imbalance_low/high must satisfy 0 < low <= high <= 1, got "
+                f"{self.imbalance_low}, {self.imbalance_high}"
+            )
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A registered benchmark: how to build it and which protocol it runs by default.
+
+    Attributes:
+        name: Registry name.
+        build: ``build(options, seed) -> Scenario``.
+        description: One line for ``lifelong list``.
+        defaults: Dotted-key overrides applied before the user's (the benchmark's protocol:
+            model widths, optimiser, epochs ...).
+        needs_download: Whether its data is an external dataset (not the embedded one).
+    """
+
+    name: str
+    build: Callable[[BenchmarkOptions, int], Scenario]
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    needs_download: bool = True
+
+
+_BENCHMARKS: dict[str, BenchmarkSpec] = {}
+
+
+def register_benchmark(spec: BenchmarkSpec) -> BenchmarkSpec:
+    """Adds a benchmark to the registry (a later registration of the same name replaces it)."""
+    _BENCHMARKS[spec.name] = spec
+    return spec
+
+
+def list_benchmarks() -> list[str]:
+    """Names of the registered benchmarks, sorted."""
+    return sorted(_BENCHMARKS)
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The spec of a registered benchmark; a clear error listing the valid names otherwise."""
+    try:
+        return _BENCHMARKS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown benchmark {name!r}; valid benchmarks: {', '.join(list_benchmarks())}"
+        ) from None
+
+
+def build_scenario(
+    name: str, options: BenchmarkOptions | None = None, seed: int = 0
+) -> Scenario:
+    """Builds a registered benchmark as a pure function of its options and the seed."""
+    options = options or BenchmarkOptions()
+    options.validate()
+    return get_benchmark(name).build(options, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+def _to_float(ds: ArrayDataset, normalize: bool) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Scales images to [0, 1]; optionally standardises with the training set's channel stats."""
+    train = ds.train_x.float().div_(ds.scale)
+    test = ds.test_x.float().div_(ds.scale)
+    info: dict[str, Any] = {"normalize": normalize}
+    if normalize:
+        dims = [0, 2, 3]
+        mean = train.mean(dim=dims, keepdim=True)
+        std = train.std(dim=dims, keepdim=True).clamp_min(1e-8)
+        train.sub_(mean).div_(std)
+        test.sub_(mean).div_(std)
+        info["mean"] = mean.flatten().tolist()
+        info["std"] = std.flatten().tolist()
+    return train, test, info
+
+
+def _stratified_subset(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
+    """Indices keeping ``fraction`` of each class (at least one sample per class), sorted."""
+    if fraction >= 1.0:
+        return torch.arange(y.shape[0])
+    order = torch.randperm(y.shape[0], generator=gen)
+    ys = y[order]
+    # rank of every sample within its class, in the random order: vectorised with a stable sort
+    sort_idx = torch.sort(ys, stable=True).indices
+    counts = torch.bincount(ys)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(sort_idx)
+    rank[sort_idx] = torch.arange(ys.shape[0]) - starts[ys[sort_idx]]
+    keep = torch.ceil(counts.double() * fraction).long().clamp_min(1)
+    return torch.sort(order[rank < keep[ys]]).values
+
+
+def _relabel(y: Tensor, order: Tensor) -> Tensor:
+    """Maps dataset labels so that ``order[k]`` becomes label ``k``."""
+    lut = torch.empty_like(order)
+    lut[order] = torch.arange(order.shape[0])
+    return lut[y]
+
+
+def split_scenario(
+    ds: ArrayDataset,
+    name: str,
+    options: BenchmarkOptions,
+    seed: int,
+    default_tasks: int,
+) -> Scenario:
+    """Split benchmark: the classes are divided into disjoint groups, one task per group.
+
+    Labels are renumbered in class order, so task ``t`` of a 10-class, 5-task split holds labels
+    ``2t`` and ``2t+1``; ``info['class_order']`` records the original label of each new label.
+    Supports the task-, domain- (label = position within the task) and class-incremental settings.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n_tasks = options.n_tasks or default_tasks
+    if ds.num_classes % n_tasks != 0:
+        raise ValueError(
+            f"{name}: {ds.num_classes} classes cannot be split evenly into {n_tasks} tasks; "
+            f"choose data.n_tasks among the divisors of {ds.num_classes}"
+        )
+    if options.class_order == "random":
+        order = torch.randperm(ds.num_classes, generator=gen)
+    else:
+        order = torch.arange(ds.num_classes)
+    train_x, test_x, info = _to_float(ds, options.normalize)
+    train_y, test_y = _relabel(ds.train_y, order), _relabel(ds.test_y, order)
+    per = ds.num_classes // n_tasks
+    tasks = []
+    for t in range(n_tasks):
+        lo, hi = t * per, (t + 1) * per
+        tr = torch.nonzero((train_y >= lo) & (train_y < hi)).squeeze(1)
+        te = torch.nonzero((test_y >= lo) & (test_y < hi)).squeeze(1)
+        tr = tr[_stratified_subset(train_y[tr], options.train_fraction, gen)]
+        names = [ds.class_names[int(order[c])] for c in range(lo, hi)]
+        tasks.append(
+            Task(
+                id=t,
+                name="/".join(names),
+                classes=tuple(range(lo, hi)),
+                train_x=train_x[tr],
+                train_y=train_y[tr],
+                test_x=test_x[te],
+                test_y=test_y[te],
+            )
+        )
+    info.update(class_order=order.tolist(), n_tasks=n_tasks, seed=seed)
+    return Scenario(
+        name=name,
+        tasks=tuple(tasks),
+        input_shape=tuple(ds.train_x.shape[1:]),
+        num_classes=ds.num_classes,
+        class_names=tuple(ds.class_names[int(c)] for c in order),
+        settings=SETTINGS,
+        default_setting="task",
+        info=info,
+    )
+
+
+def permuted_scenario(
+    ds: ArrayDataset,
+    name: str,
+    options: BenchmarkOptions,
+    seed: int,
+    default_tasks: int,
+    imbalanced: bool = False,
+) -> Scenario:
+    """Permuted benchmark (Goodfellow et al. 2013; Kirkpatrick et al. 2017): every task applies
+    its own fixed pixel permutation to the whole dataset. Task 0 keeps the original pixel order.
+
+    With ``imbalanced=True`` this is Imbalanced PermutedMNIST (Thangarasa et al. 2020): each task's
+    training set keeps, for every class, a random fraction of that class's samples drawn once
+    (uniformly in ``[imbalance_low, imbalance_high]``) from the seed; test sets stay balanced.
+    ``info['keep_fractions']`` records the fractions (tasks x classes).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n_tasks = options.n_tasks or default_tasks
+    train_x, test_x, info = _to_float(ds, options.normalize)
+    dim = math.prod(ds.train_x.shape[1:])
+    classes = tuple(range(ds.num_classes))
+    tasks, fractions = [], []
+    for t in range(n_tasks):
+        perm = None if t == 0 else torch.randperm(dim, generator=gen)
+        tr = _stratified_subset(ds.train_y, options.train_fraction, gen)
+        if imbalanced:
+            lo, hi = options.imbalance_low, options.imbalance_high
+            frac = lo + (hi - lo) * torch.rand(ds.num_classes, generator=gen, dtype=torch.float64)
+            keep = torch.rand(tr.shape[0], generator=gen, dtype=torch.float64) < frac[ds.train_y[tr]]
+            tr = tr[keep]
+            fractions.append([round(float(f), 4) for f in frac])
+        tasks.append(
+            Task(
+                id=t,
+                name=f"perm-{t}",
+                classes=classes,
+                train_x=train_x if tr.shape[0] == train_x.shape[0] else train_x[tr],
+                train_y=ds.train_y if tr.shape[0] == train_x.shape[0] else ds.train_y[tr],
+                test_x=test_x,
+                test_y=ds.test_y,
+                perm=perm,
+            )
+        )
+    info.update(n_tasks=n_tasks, seed=seed)
+    if imbalanced:
+        info["keep_fractions"] = fractions
+    return Scenario(
+        name=name,
+        tasks=tuple(tasks),
+        input_shape=tuple(ds.train_x.shape[1:]),
+        num_classes=ds.num_classes,
+        class_names=ds.class_names,
+        settings=SETTINGS,
+        default_setting="domain",
+        info=info,
+    )
+
+
+def rotate(x: Tensor, degrees: float) -> Tensor:
+    """Rotates a batch of images ``[N, C, H, W]`` by ``degrees`` (bilinear, zero padding)."""
+    theta = math.radians(degrees)
+    c, s = math.cos(theta), math.sin(theta)
+    mat = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype).expand(x.shape[0], 2, 3)
+    grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def rotated_scenario(
+    ds: ArrayDataset, name: str, options: BenchmarkOptions, seed: int, default_tasks: int
+) -> Scenario:
+    """Rotated benchmark: task ``t`` shows every image rotated by ``t * max_angle / n_tasks``
+    degrees (rotations are applied once, at build time)."""
+    gen = torch.Generator().manual_seed(seed)
+    n_tasks = options.n_tasks or default_tasks
+    train_x, test_x, info = _to_float(ds, options.normalize)
+    classes = tuple(range(ds.num_classes))
+    angles = [t * options.max_angle / n_tasks for t in range(n_tasks)]
+    tasks = []
+    for t, angle in enumerate(angles):
+        tr = _stratified_subset(ds.train_y, options.train_fraction, gen)
+        tasks.append(
+            Task(
+                id=t,
+                name=f"rot-{angle:g}",
+                classes=classes,
+                train_x=rotate(train_x[tr], angle),
+                train_y=ds.train_y[tr],
+                test_x=rotate(test_x, angle),
+                test_y=ds.test_y,
+            )
+        )
+    info.update(n_tasks=n_tasks, seed=seed, angles=angles)
+    return Scenario(
+        name=name,
+        tasks=tuple(tasks),
+        input_shape=tuple(ds.train_x.shape[1:]),
+        num_classes=ds.num_classes,
+        class_names=ds.class_names,
+        settings=SETTINGS,
+        default_setting="domain",
+        info=info,
+    )
+
+
+def _loader(dataset: str) -> Callable[[BenchmarkOptions], ArrayDataset]:
+    def load(options: BenchmarkOptions) -> ArrayDataset:
+        return load_dataset(dataset, data_dir=options.data_dir, download=options.download)
+
+    return load
+
+
+def _split(name: str, dataset: str, tasks: int, description: str, defaults: dict[str, Any],
+           needs_download: bool = True) -> None:
+    load = _loader(dataset)
+    register_benchmark(
+        BenchmarkSpec(
+            name=name,
+            build=lambda o, s: split_scenario(load(o), name, o, s, tasks),
+            description=description,
+            defaults=defaults,
+            needs_download=needs_download,
+        )
+    )
+
+
+# The DHP protocol (Thangarasa et al. 2020): multi-head MLP 784-256-256, SGD 0.01, batch 64,
+# 10 epochs per task, raw pixels.
+DHP_SPLIT_PROTOCOL: dict[str, Any] = {
+    "model.arch": "mlp",
+    "model.hidden": (256, 256),
+    "train.optimizer": "sgd",
+    "train.lr": 0.01,
+    "train.batch_size": 64,
+    "train.epochs": 10,
+}
+
+_split(
+    "split-digits", "digits", 5,
+    "scikit-learn's bundled 8x8 digits in 5 two-class tasks (embedded, no download)",
+    {"model.arch": "mlp", "model.hidden": (100, 100), "train.optimizer": "sgd",
+     "train.lr": 0.05, "train.batch_size": 32, "train.epochs": 10, "data.normalize": False},
+    needs_download=False,
+)
+_split("split-mnist", "mnist", 5, "MNIST in 5 two-class tasks (0/1, 2/3, ...)", DHP_SPLIT_PROTOCOL)
+_split(
+    "split-fashion-mnist", "fashion-mnist", 5, "Fashion-MNIST in 5 two-class tasks",
+    DHP_SPLIT_PROTOCOL,
+)
+_split(
+    "split-cifar10", "cifar10", 5, "CIFAR-10 in 5 two-class tasks (needs its data)",
+    {"model.arch": "resnet32", "train.optimizer": "sgd", "train.lr": 0.1, "train.momentum": 0.9,
+     "train.batch_size": 128, "train.epochs": 30, "data.normalize": True},
+)
+_split(
+    "split-cifar100", "cifar100", 10, "CIFAR-100 in 10 ten-class tasks (needs its data)",
+    {"model.arch": "resnet32", "train.optimizer": "sgd", "train.lr": 0.1, "train.momentum": 0.9,
+     "train.batch_size": 128, "train.epochs": 30, "data.normalize": True},
+)
+
+_PERMUTED_PROTOCOL: dict[str, Any] = {
+    # van de Ven & Tolias (2019) use 2x1000 units, Adam lr 1e-4, 5000 iterations per task;
+    # configs/permuted-mnist-*.toml holds that full protocol. This default is a lighter one.
+    "model.arch": "mlp",
+    "model.hidden": (1000, 1000),
+    "train.optimizer": "adam",
+    "train.lr": 1e-4,
+    "train.batch_size": 128,
+    "train.iterations": 5000,
+}
+
+register_benchmark(
+    BenchmarkSpec(
+        name="permuted-mnist",
+        build=lambda o, s: permuted_scenario(_loader("mnist")(o), "permuted-mnist", o, s, 10),
+        description="MNIST under 10 fixed pixel permutations (domain-IL by default)",
+        defaults=_PERMUTED_PROTOCOL,
+    )
+)
+register_benchmark(
+    BenchmarkSpec(
+        name="imbalanced-permuted-mnist",
+        build=lambda o, s: permuted_scenario(
+            _loader("mnist")(o), "imbalanced-permuted-mnist", o, s, 10, imbalanced=True
+        ),
+        description="PermutedMNIST whose training sets keep a random fraction of each class",
+        defaults=_PERMUTED_PROTOCOL,
+    )
+)
+register_benchmark(
+    BenchmarkSpec(
+        name="rotated-mnist",
+        build=lambda o, s: rotated_scenario(_loader("mnist")(o), "rotated-mnist", o, s, 10),
+        description="MNIST rotated by a different angle per task (domain-IL by default)",
+        defaults=_PERMUTED_PROTOCOL,
+    )
+)
+
+
+def benchmark_option_names() -> list[str]:
+    """Field names of :class:`BenchmarkOptions` (the ``data.*`` keys)."""
+    return [f.name for f in fields(BenchmarkOptions)]

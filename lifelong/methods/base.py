@@ -1,0 +1,85 @@
+"""A method is a recipe: an output layer, a list of loss terms, a data regime and a freezing rule.
+
+Recipes compose with ``+`` (:func:`compose`): ``dhp+ewc`` is DHP-Softmax's output layer with EWC's
+penalty added to the term list, not a file written for the pair (DESIGN.md, principle 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from lifelong.nn.heads import LayerFactory
+from lifelong.terms.base import Term
+
+FreezeRule = Callable[[nn.Module, int], list[nn.Module]]
+REPLAY = ("none", "joint")
+
+
+@dataclass
+class Recipe:
+    """What a method adds to the plain training loop.
+
+    Attributes:
+        name: Method name (``+``-joined for compositions).
+        terms: Loss terms besides the cross-entropy the loop always has.
+        layer: Output-layer factory (``None``: ``nn.Linear``), e.g. DHP-Softmax.
+        layer_name: Name of the method that set ``layer`` (for error messages).
+        replay: ``"none"`` (current task's data only) or ``"joint"`` (all data of the tasks seen so
+            far: the joint-training upper bound).
+        freeze: ``freeze(model, task_id)`` -> modules kept fixed (no gradient, eval mode) while
+            training that task.
+        freeze_name: Name of the method that set ``freeze``.
+    """
+
+    name: str
+    terms: list[Term] = field(default_factory=list)
+    layer: LayerFactory | None = None
+    layer_name: str | None = None
+    replay: str = "none"
+    freeze: FreezeRule | None = None
+    freeze_name: str | None = None
+
+
+def compose(recipes: Sequence[Recipe]) -> Recipe:
+    """Combines recipes into one, or explains why they cannot be combined.
+
+    Terms are concatenated (two terms with the same name are an error: the same method twice);
+    at most one recipe may set the output layer, the data regime or a freezing rule.
+    """
+    if not recipes:
+        raise ValueError("compose() needs at least one recipe")
+    out = Recipe(name="+".join(r.name for r in recipes))
+    seen_terms: dict[str, str] = {}
+    for r in recipes:
+        for term in r.terms:
+            if term.name in seen_terms:
+                raise ValueError(
+                    f"cannot combine {seen_terms[term.name]!r} and {r.name!r}: both add a "
+                    f"{term.name!r} term"
+                )
+            seen_terms[term.name] = r.name
+            out.terms.append(term)
+        if r.layer is not None:
+            if out.layer is not None:
+                raise ValueError(
+                    f"cannot combine {out.layer_name!r} and {r.name!r}: both replace the output "
+                    "layer"
+                )
+            out.layer, out.layer_name = r.layer, r.name
+        if r.replay != "none":
+            if out.replay != "none":
+                raise ValueError(
+                    f"cannot combine two data regimes ({out.replay!r} and {r.replay!r})"
+                )
+            out.replay = r.replay
+        if r.freeze is not None:
+            if out.freeze is not None:
+                raise ValueError(
+                    f"cannot combine {out.freeze_name!r} and {r.name!r}: both decide which "
+                    "parameters are frozen"
+                )
+            out.freeze, out.freeze_name = r.freeze, r.name
+    return out

@@ -1,0 +1,52 @@
+"""The baselines of Li & Hoiem (2016, "Learning without Forgetting", Sec. 3 and Fig. 2).
+
+* ``finetune``: every parameter trained on the new task only (old heads get no gradient).
+* ``joint``: every parameter trained on all data of the tasks seen so far (the upper bound).
+* ``feature-extraction``: after the first task the backbone θ_s is frozen; only heads train.
+* ``finetune-fc``: after the first task only the backbone's fully connected part (the MLP's last
+  hidden layer; a CNN's FC block) and the heads train.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lifelong.methods.base import Recipe
+from lifelong.methods.registry import register_method
+
+
+@register_method("finetune", description="plain fine-tuning on each new task (Li & Hoiem 2016)")
+def finetune(_: None) -> Recipe:
+    return Recipe(name="finetune")
+
+
+@register_method("joint", description="joint training on all data seen so far: the upper bound "
+                 "(Li & Hoiem 2016)")
+def joint(_: None) -> Recipe:
+    return Recipe(name="joint", replay="joint")
+
+
+def _freeze_backbone(model: nn.Module, task_id: int) -> list[nn.Module]:
+    return [model.backbone] if task_id > 0 else []
+
+
+@register_method("feature-extraction", description="backbone frozen after the first task, only "
+                 "heads trained (Li & Hoiem 2016)")
+def feature_extraction(_: None) -> Recipe:
+    return Recipe(name="feature-extraction", freeze=_freeze_backbone,
+                  freeze_name="feature-extraction")
+
+
+def _freeze_below_fc(model: nn.Module, task_id: int) -> list[nn.Module]:
+    if task_id == 0:
+        return []
+    fc_params = {id(p) for m in model.backbone.fc_modules() for p in m.parameters()}
+    return [m for m in model.backbone.modules()
+            if any(True for _ in m.parameters(recurse=False))
+            and not any(id(p) in fc_params for p in m.parameters(recurse=False))]
+
+
+@register_method("finetune-fc", description="after the first task only the fully connected layers "
+                 "and heads trained (Li & Hoiem 2016)")
+def finetune_fc(_: None) -> Recipe:
+    return Recipe(name="finetune-fc", freeze=_freeze_below_fc, freeze_name="finetune-fc")

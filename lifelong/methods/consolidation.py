@@ -1,0 +1,1 @@
+"""Synaptic consolidation recipes: EWC, online EWC, SI, MAS, MAS-local (being written)."""

@@ -1,0 +1,1 @@
+"""DHP-Softmax recipe (being written)."""

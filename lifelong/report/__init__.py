@@ -1,0 +1,39 @@
+"""Reports from saved runs: load ``result.json`` files, summarise over seeds, tables and plots.
+
+Typical use::
+
+    runs = load_runs(["runs/"])
+    print(format_table(summarize(runs)))
+    write_report(runs, "report/")
+"""
+
+from __future__ import annotations
+
+from lifelong.report.plots import plot_accuracy_matrix, plot_average_accuracy, write_report
+from lifelong.report.runs import (
+    RESULT_FILE,
+    RUN_FORMAT,
+    load_runs,
+    run_matrix,
+    run_settings,
+    validate_run,
+)
+from lifelong.report.summary import GroupKey, Row, SeedResult, format_table, group_runs, summarize
+
+__all__ = [
+    "GroupKey",
+    "RESULT_FILE",
+    "RUN_FORMAT",
+    "Row",
+    "SeedResult",
+    "format_table",
+    "group_runs",
+    "load_runs",
+    "plot_accuracy_matrix",
+    "plot_average_accuracy",
+    "run_matrix",
+    "run_settings",
+    "summarize",
+    "validate_run",
+    "write_report",
+]
