@@ -148,7 +148,10 @@ class ArrayDataset:
                     f"ArrayDataset {self.name!r}: {split}_x has {x.shape[0]} images but "
                     f"{split}_y has {y.shape[0]} labels"
                 )
-        if self.train_x.shape[1:] != self.test_x.shape[1:] or self.train_x.dtype != self.test_x.dtype:
+        if (
+            self.train_x.shape[1:] != self.test_x.shape[1:]
+            or self.train_x.dtype != self.test_x.dtype
+        ):
             raise ValueError(
                 f"ArrayDataset {self.name!r}: train and test images differ: "
                 f"{self.train_x.dtype} {tuple(self.train_x.shape[1:])} vs "
@@ -283,7 +286,16 @@ class _CifarLayout:
 
 
 _CIFAR10_NAMES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 
 # Krizhevsky 2009; file layout of the "python version" archives at cs.toronto.edu/~kriz/cifar.html.
@@ -325,7 +337,9 @@ def _unpickle(handle: Any, source: str) -> dict[str, Any]:
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in content.items()}
 
 
-def _cifar_batch(entry: dict[str, Any], label_key: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(
+    entry: dict[str, Any], label_key: str, source: str
+) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in entry or label_key not in entry:
         raise ValueError(
             f"{source}: CIFAR batch lacks key 'data' or {label_key!r} (has {sorted(entry)})"
@@ -518,7 +532,10 @@ DATASETS: dict[str, DatasetSpec] = {
             "9fb629c4189551a2d022fa330f9573f3",
             "ec29112dd5afa0611ce80d1b7f02629c",
         ),
-        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
         num_classes=10,
         class_names=tuple(str(d) for d in range(10)),
         homepage="http://yann.lecun.com/exdb/mnist/",
@@ -536,8 +553,16 @@ DATASETS: dict[str, DatasetSpec] = {
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         num_classes=10,
         class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
         homepage="https://github.com/zalandoresearch/fashion-mnist",
         torchvision_dir="FashionMNIST",
@@ -604,7 +629,7 @@ DATASETS: dict[str, DatasetSpec] = {
         mirrors=(),
         num_classes=10,
         class_names=tuple(str(d) for d in range(10)),
-        homepage="https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html",
+        homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html",
         scale=16.0,
     ),
 }
@@ -690,7 +715,11 @@ def _not_found_message(spec: DatasetSpec, dirs: list[Path], target: Path) -> str
     lines = [
         f"Dataset {spec.name!r} not found. Expected the files "
         f"{', '.join(f.filename for f in spec.files)}"
-        + (f" (or the extracted folder {spec.extracted[0].filename.split('/')[0]}/)" if spec.extracted else "")
+        + (
+            f" (or the extracted folder {spec.extracted[0].filename.split('/')[0]}/)"
+            if spec.extracted
+            else ""
+        )
         + " in one of these directories (searched in this order):"
     ]
     lines += [f"  {str(d):<{width}}  ({_describe_dir(spec, d)})" for d in dirs]
@@ -700,7 +729,8 @@ def _not_found_message(spec: DatasetSpec, dirs: list[Path], target: Path) -> str
         f"  - set the environment variable LIFELONG_DATA=DIR (files in DIR/{spec.name}/; "
         f"several directories separated by {os.pathsep!r});",
         f"  - pass download=True (CLI: --download) to download them (md5-checked) into {target}.",
-        "Canonical URLs: " + ", ".join(spec.urls(f.filename)[0] for f in spec.files)
+        "Canonical URLs: "
+        + ", ".join(spec.urls(f.filename)[0] for f in spec.files)
         + (f" (see {spec.homepage})" if spec.homepage else ""),
     ]
     return "\n".join(lines)
@@ -711,9 +741,7 @@ def _download_target(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None)
     return root / spec.name
 
 
-def find_data_dir(
-    name: str | DatasetSpec, data_dir: str | os.PathLike[str] | None = None
-) -> Path:
+def find_data_dir(name: str | DatasetSpec, data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Return the first directory that holds a complete set of the dataset's files.
 
     Search order: ``data_dir``, then each entry of ``$LIFELONG_DATA``, then the user cache
@@ -764,7 +792,9 @@ def _verify(path: Path, expected: str, spec: DatasetSpec) -> None:
     if actual != expected.lower():
         filename = path.name
         urls = [u for f in spec.files if f.filename == filename for u in spec.urls(filename)]
-        source = f" from {urls[0]}" if urls else (f" (see {spec.homepage})" if spec.homepage else "")
+        source = (
+            f" from {urls[0]}" if urls else (f" (see {spec.homepage})" if spec.homepage else "")
+        )
         raise DatasetChecksumError(
             f"Checksum mismatch for {path}: expected md5 {expected}, actual md5 {actual}. The "
             f"file is truncated or corrupted: delete it and download it again{source} "
@@ -773,7 +803,7 @@ def _verify(path: Path, expected: str, spec: DatasetSpec) -> None:
 
 
 def _download_file(spec: DatasetSpec, remote: RemoteFile, target: Path) -> None:
-    """Fetch ``remote`` into ``target`` trying each mirror; rename into place after the md5 check."""
+    """Fetch ``remote`` into ``target``, trying each mirror; rename into place after md5 check."""
     failures: list[str] = []
     for url in spec.urls(remote.filename):
         tmp_name: str | None = None
@@ -781,16 +811,19 @@ def _download_file(spec: DatasetSpec, remote: RemoteFile, target: Path) -> None:
             with urllib.request.urlopen(url, timeout=60) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 digest = hashlib.md5(usedforsecurity=False)
-                with tempfile.NamedTemporaryFile(
-                    dir=target, prefix=f".{remote.filename}.", suffix=".part", delete=False
-                ) as tmp, tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=remote.filename,
-                    disable=not sys.stderr.isatty(),
-                ) as progress:
+                with (
+                    tempfile.NamedTemporaryFile(
+                        dir=target, prefix=f".{remote.filename}.", suffix=".part", delete=False
+                    ) as tmp,
+                    tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=remote.filename,
+                        disable=not sys.stderr.isatty(),
+                    ) as progress,
+                ):
                     tmp_name = tmp.name
                     while block := response.read(1 << 16):
                         tmp.write(block)

@@ -503,3 +503,21 @@ register_benchmark(
 def benchmark_option_names() -> list[str]:
     """Field names of :class:`BenchmarkOptions` (the ``data.*`` keys)."""
     return [f.name for f in fields(BenchmarkOptions)]
+
+
+def _build_synthetic(options: BenchmarkOptions, seed: int) -> Scenario:
+    from lifelong.data.synthetic import synthetic_scenario
+
+    return synthetic_scenario(n_tasks=options.n_tasks or 3, seed=seed)
+
+
+register_benchmark(
+    BenchmarkSpec(
+        name="synthetic",
+        build=_build_synthetic,
+        description="tiny Gaussian-cluster split scenario for tests and examples (no files)",
+        defaults={"model.arch": "mlp", "model.hidden": (32,), "train.lr": 0.1,
+                  "train.batch_size": 16, "train.epochs": 2},
+        needs_download=False,
+    )
+)

@@ -295,13 +295,10 @@ def fit(
                 order, pos = torch.randperm(n, generator=gen), 0
             idx = order[pos:pos + bs]
             pos += bs
-            xb, tb = x[idx], targets[idx]
-            tid = task_ids[idx] if recipe.replay != "none" else None
+            xb, tb, tid = x[idx], targets[idx], task_ids[idx]
             logits = model(xb, tb, units)
-            batch = Batch(x=xb, y=y[idx], targets=tb,
-                          task_ids=tid if tid is not None else task_ids[:0],
-                          units=units, logits=logits,
-                          mask=layout.unit_mask(tid, units) if tid is not None else None)
+            batch = Batch(x=xb, y=y[idx], targets=tb, task_ids=tid, units=units, logits=logits,
+                          mask=layout.unit_mask(tid, units) if recipe.replay != "none" else None)
             optimizer.zero_grad(set_to_none=True)
             values: list[tuple[str, Tensor]] = []
             data_loss: Tensor | None = None

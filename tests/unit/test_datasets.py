@@ -6,6 +6,7 @@ Real-data tests find MNIST / Fashion-MNIST only through the environment variable
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -75,7 +76,7 @@ def fake_idx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[DatasetSp
     }
     source = tmp_path / "source"
     source.mkdir()
-    for name, key in zip(IDX_NAMES, ("train_x", "train_y", "test_x", "test_y")):
+    for name, key in zip(IDX_NAMES, ("train_x", "train_y", "test_x", "test_y"), strict=True):
         write_idx(source / name, arrays[key], 0x08, compress=True)
     spec = DatasetSpec(
         name="fake",
@@ -114,7 +115,8 @@ def test_read_idx_uint8_values_and_shape(tmp_path: Path, compress: bool) -> None
 
 
 @pytest.mark.parametrize(
-    ("code", "dtype"), [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)]
+    ("code", "dtype"),
+    [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)],
 )
 def test_read_idx_other_types_native_order(tmp_path: Path, code: int, dtype: type) -> None:
     values = (np.arange(-6, 6).reshape(2, 6) * 3).astype(dtype)
@@ -154,7 +156,14 @@ def test_read_idx_size_mismatch_and_bad_gzip(tmp_path: Path) -> None:
 
 
 def test_registry_names_and_unknown_name() -> None:
-    assert ds.list_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist", "kmnist", "mnist"]
+    assert ds.list_datasets() == [
+        "cifar10",
+        "cifar100",
+        "digits",
+        "fashion-mnist",
+        "kmnist",
+        "mnist",
+    ]
     with pytest.raises(ValueError, match="Unknown dataset 'imagenet'.*cifar10.*digits.*mnist"):
         ds.load_dataset("imagenet")
     assert ds.get_spec("Fashion_MNIST").name == "fashion-mnist"
@@ -164,7 +173,10 @@ def test_registry_checksums_and_classes() -> None:
     mnist = ds.get_spec("mnist")
     assert [f.filename for f in mnist.files] == list(IDX_NAMES)
     assert mnist.files[0].md5 == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
-    assert mnist.urls(IDX_NAMES[0])[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz"
+    assert (
+        mnist.urls(IDX_NAMES[0])[0]
+        == "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz"
+    )
     fashion = ds.get_spec("fashion-mnist")
     assert [f.md5 for f in fashion.files] == [
         "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -173,7 +185,18 @@ def test_registry_checksums_and_classes() -> None:
         "bb300cfdad3c16e7a12a480ee83cd310",
     ]
     assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[9] == "Ankle boot"
-    assert ds.get_spec("kmnist").class_names == ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+    assert ds.get_spec("kmnist").class_names == (
+        "o",
+        "ki",
+        "su",
+        "tsu",
+        "na",
+        "ha",
+        "ma",
+        "ya",
+        "re",
+        "wo",
+    )
     assert ds.get_spec("cifar10").files[0].md5 == "c58f30108f718f92721af3b95e74349a"
     assert ds.get_spec("cifar100").files[0].md5 == "eb9058c3a382ffc7106e4002c42a8d85"
     for name in ds.list_datasets():
@@ -194,7 +217,9 @@ def test_load_fake_idx_values(fake_idx, isolated_env: Path, tmp_path: Path) -> N
     assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
     np.testing.assert_array_equal(data.train_x[:, 0].numpy(), arrays["train_x"])
     np.testing.assert_array_equal(data.test_y.numpy(), arrays["test_y"])
-    assert data.class_names == ("a", "b", "c", "d") and data.num_classes == 4 and data.scale == 255.0
+    assert (
+        data.class_names == ("a", "b", "c", "d") and data.num_classes == 4 and data.scale == 255.0
+    )
     assert data.image_shape == (1, 5, 4)
 
 
@@ -214,7 +239,9 @@ def test_truncated_file_raises_checksum_error(fake_idx, isolated_env: Path, tmp_
     assert "https://example.invalid/fake/train-images-idx3-ubyte.gz" in message
 
 
-def test_spec_can_be_passed_directly(fake_idx, isolated_env: Path, tmp_path: Path, monkeypatch) -> None:
+def test_spec_can_be_passed_directly(
+    fake_idx, isolated_env: Path, tmp_path: Path, monkeypatch
+) -> None:
     spec, source, arrays = fake_idx
     monkeypatch.delitem(ds.DATASETS, "fake")
     place(source, tmp_path / "root" / "fake")
@@ -236,16 +263,30 @@ def test_missing_dataset_lists_every_searched_dir(fake_idx, tmp_path: Path, monk
     assert isinstance(info.value, FileNotFoundError)
     message = str(info.value)
     for directory in (
-        explicit / "fake", explicit, explicit / "FAKE" / "raw",
-        env_a / "fake", env_a, env_b / "fake",
-        tmp_path / "xdg" / "lifelong" / "fake", tmp_path / "xdg" / "lifelong",
+        explicit / "fake",
+        explicit,
+        explicit / "FAKE" / "raw",
+        env_a / "fake",
+        env_a,
+        env_b / "fake",
+        tmp_path / "xdg" / "lifelong" / "fake",
+        tmp_path / "xdg" / "lifelong",
     ):
         assert f"  {directory} " in message, directory
-    assert message.index(str(explicit)) < message.index(str(env_a)) < message.index(str(tmp_path / "xdg"))
+    assert (
+        message.index(str(explicit))
+        < message.index(str(env_a))
+        < message.index(str(tmp_path / "xdg"))
+    )
     assert all(name in message for name in IDX_NAMES)
     assert "missing train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz" in message
-    for hint in ("--data-dir", "LIFELONG_DATA", "download=True", "--download",
-                 "https://example.invalid/fake/train-images-idx3-ubyte.gz"):
+    for hint in (
+        "--data-dir",
+        "LIFELONG_DATA",
+        "download=True",
+        "--download",
+        "https://example.invalid/fake/train-images-idx3-ubyte.gz",
+    ):
         assert hint in message
 
 
@@ -260,7 +301,10 @@ def test_lookup_order_explicit_env_cache(fake_idx, tmp_path: Path, monkeypatch) 
     assert ds.find_data_dir("fake") == env
     monkeypatch.delenv("LIFELONG_DATA")
     assert ds.find_data_dir("fake") == cache
-    assert ds.search_roots(str(tmp_path / "explicit")) == [tmp_path / "explicit", tmp_path / "xdg" / "lifelong"]
+    assert ds.search_roots(str(tmp_path / "explicit")) == [
+        tmp_path / "explicit",
+        tmp_path / "xdg" / "lifelong",
+    ]
 
 
 def test_cache_dir_respects_xdg(tmp_path: Path, monkeypatch) -> None:
@@ -290,31 +334,41 @@ def test_digits_has_no_data_dir() -> None:
 # ---------------------------------------------------------------------------- download
 
 
-def test_download_into_cache_with_mirror_fallback(fake_idx, isolated_env: Path, tmp_path: Path) -> None:
+def test_download_into_cache_with_mirror_fallback(
+    fake_idx, isolated_env: Path, tmp_path: Path
+) -> None:
     spec, source, arrays = fake_idx
     corrupted = tmp_path / "corrupted"
     place(source, corrupted)
     for name in IDX_NAMES:
         (corrupted / name).write_bytes(b"garbage")
-    mirrors = ((tmp_path / "nowhere").as_uri() + "/", corrupted.as_uri() + "/", source.as_uri() + "/")
-    spec = DatasetSpec(**{**spec.__dict__, "mirrors": mirrors})
+    mirrors = (
+        (tmp_path / "nowhere").as_uri() + "/",
+        corrupted.as_uri() + "/",
+        source.as_uri() + "/",
+    )
+    spec = dataclasses.replace(spec, mirrors=mirrors)
     with pytest.raises(DatasetNotFoundError):
         ds.load_dataset(spec)
     data = ds.load_dataset(spec, download=True)
     np.testing.assert_array_equal(data.test_x[:, 0].numpy(), arrays["test_x"])
-    assert sorted(p.name for p in (isolated_env / "fake").iterdir()) == sorted(IDX_NAMES)  # no .part left
+    assert sorted(p.name for p in (isolated_env / "fake").iterdir()) == sorted(
+        IDX_NAMES
+    )  # no .part left
 
 
 def test_download_into_data_dir_and_failure(fake_idx, isolated_env: Path, tmp_path: Path) -> None:
     spec, source, _ = fake_idx
-    good = DatasetSpec(**{**spec.__dict__, "mirrors": (source.as_uri(),)})
+    good = dataclasses.replace(spec, mirrors=(source.as_uri(),))
     assert ds.download_dataset(good, data_dir=tmp_path / "dl") == tmp_path / "dl" / "fake"
     assert md5(tmp_path / "dl" / "fake" / IDX_NAMES[0]) == spec.files[0].md5
     bad_source = tmp_path / "bad"
     bad_source.mkdir()
     (bad_source / IDX_NAMES[0]).write_bytes(b"not it")
-    bad = DatasetSpec(**{**spec.__dict__, "mirrors": (bad_source.as_uri(),)})
-    with pytest.raises(DatasetDownloadError, match=r"md5 [0-9a-f]{32} != expected " + spec.files[0].md5):
+    bad = dataclasses.replace(spec, mirrors=(bad_source.as_uri(),))
+    with pytest.raises(
+        DatasetDownloadError, match=r"md5 [0-9a-f]{32} != expected " + spec.files[0].md5
+    ):
         ds.load_dataset(bad, data_dir=tmp_path / "dl2", download=True)
     assert list((tmp_path / "dl2" / "fake").iterdir()) == []
 
@@ -330,7 +384,10 @@ def _cifar_files(which: str, bytes_keys: bool, with_meta: bool = True) -> dict[s
 
     def batch(start: int, n: int, label_key: str, classes: int) -> dict:
         data = ((np.arange(n * 3072).reshape(n, 3072) + 1000 * start) % 251).astype(np.uint8)
-        return {key("data"): data, key(label_key): [int(v) for v in (np.arange(n) + start) % classes]}
+        return {
+            key("data"): data,
+            key(label_key): [int(v) for v in (np.arange(n) + start) % classes],
+        }
 
     if which == "cifar10":
         files = {f"data_batch_{i}": batch(10 * i, 2, "labels", 10) for i in range(1, 6)}
@@ -388,7 +445,9 @@ def test_read_cifar100_folder_tar_and_missing_meta(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got.train_y, [0, 1, 2, 3])  # fine labels, not coarse
         np.testing.assert_array_equal(got.test_y, [50, 51])
         assert got.class_names[99] == "c100_99"
-    bare = _write_cifar(tmp_path / "y", "cifar-100-python", _cifar_files("cifar100", False, with_meta=False))
+    bare = _write_cifar(
+        tmp_path / "y", "cifar-100-python", _cifar_files("cifar100", False, with_meta=False)
+    )
     got = ds.read_cifar(bare, "cifar100")
     assert len(got.class_names) == 100 and got.class_names[:2] == ("class_0", "class_1")
 
@@ -405,12 +464,21 @@ def test_read_cifar_errors(tmp_path: Path) -> None:
         ds.read_cifar(folder, "cifar10")
 
 
-def test_load_cifar_via_spec_archive_and_extracted(tmp_path: Path, isolated_env: Path, monkeypatch) -> None:
+def test_load_cifar_via_spec_archive_and_extracted(
+    tmp_path: Path, isolated_env: Path, monkeypatch
+) -> None:
     folder = _write_cifar(tmp_path / "src", "cifar-10-batches-py", _cifar_files("cifar10", True))
     root = tmp_path / "root" / "fakecifar"
     root.mkdir(parents=True)
     archive = _tar(folder, root / "cifar-10-python.tar.gz")
-    names = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+    names = (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    )
     spec = DatasetSpec(
         name="fakecifar",
         kind="cifar10",
@@ -425,7 +493,9 @@ def test_load_cifar_via_spec_archive_and_extracted(tmp_path: Path, isolated_env:
     assert from_tar.class_names[0] == "c10_0"
     shutil.copytree(folder, root / "cifar-10-batches-py")
     from_dir = ds.load_dataset("fakecifar", data_dir=tmp_path / "root")
-    assert torch.equal(from_dir.train_x, from_tar.train_x) and torch.equal(from_dir.test_y, from_tar.test_y)
+    assert torch.equal(from_dir.train_x, from_tar.train_x) and torch.equal(
+        from_dir.test_y, from_tar.test_y
+    )
     (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"evil")
     with pytest.raises(DatasetChecksumError, match="test_batch"):
         ds.load_dataset("fakecifar", data_dir=tmp_path / "root")
@@ -465,12 +535,16 @@ def test_digits_split_is_fixed_stratified_partition() -> None:
     assert len(first.test_y) == 445 and int(first.train_x.max()) == 16
     # a partition: train + test rows (image + label) are exactly the original rows, as a multiset
     original = np.column_stack([reference.images.reshape(1797, 64), reference.target])
-    split = np.column_stack([
-        torch.cat([first.train_x, first.test_x]).reshape(1797, 64).numpy(),
-        torch.cat([first.train_y, first.test_y]).numpy(),
-    ])
-    np.testing.assert_array_equal(np.unique(original, axis=0, return_counts=True)[1],
-                                  np.unique(split, axis=0, return_counts=True)[1])
+    split = np.column_stack(
+        [
+            torch.cat([first.train_x, first.test_x]).reshape(1797, 64).numpy(),
+            torch.cat([first.train_y, first.test_y]).numpy(),
+        ]
+    )
+    np.testing.assert_array_equal(
+        np.unique(original, axis=0, return_counts=True)[1],
+        np.unique(split, axis=0, return_counts=True)[1],
+    )
     np.testing.assert_array_equal(np.unique(original, axis=0), np.unique(split, axis=0))
 
 
@@ -479,14 +553,18 @@ def test_digits_split_is_fixed_stratified_partition() -> None:
 
 def _real(name: str, folder: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ArrayDataset:
     if not os.environ.get("LIFELONG_DATA"):
-        pytest.skip(f"{name} not found: set LIFELONG_DATA to a directory holding {folder}/ "
-                    f"(the four *-ubyte.gz files)")
+        pytest.skip(
+            f"{name} not found: set LIFELONG_DATA to a directory holding {folder}/ "
+            f"(the four *-ubyte.gz files)"
+        )
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))  # LIFELONG_DATA only
     try:
         return ds.load_dataset(folder)
     except DatasetNotFoundError:
-        pytest.skip(f"{name} not found: LIFELONG_DATA={os.environ['LIFELONG_DATA']} holds no "
-                    f"{folder}/ with the four *-ubyte.gz files")
+        pytest.skip(
+            f"{name} not found: LIFELONG_DATA={os.environ['LIFELONG_DATA']} holds no "
+            f"{folder}/ with the four *-ubyte.gz files"
+        )
 
 
 def test_real_mnist(monkeypatch, tmp_path: Path) -> None:
@@ -494,12 +572,13 @@ def test_real_mnist(monkeypatch, tmp_path: Path) -> None:
     assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
     assert data.train_x.dtype == torch.uint8 and data.test_y.dtype == torch.int64
     np.testing.assert_array_equal(
-        data.train_y.bincount().numpy(), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+        data.train_y.bincount().numpy(),
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
     )
     np.testing.assert_array_equal(
         data.test_y.bincount().numpy(), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     )
-    mean = data.train_x.sum(dtype=torch.int64).item() / (data.train_x.numel() * data.scale)
+    mean = int(data.train_x.numpy().sum(dtype=np.int64)) / (data.train_x.numel() * data.scale)
     assert mean == pytest.approx(0.1306604762738429, abs=1e-12)
 
 
