@@ -48,6 +48,8 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--download", action="store_true", help="download missing datasets")
     r.add_argument("-o", "--out", default="runs", help="output root for run folders (default runs)")
     r.add_argument("--no-save", action="store_true", help="write no run folder")
+    r.add_argument("--resume", action="store_true",
+                   help="continue runs that a crash left as <run>.partial (from the last task)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set train.lr=0.001 (repeatable)")
     r.add_argument("--format", choices=("text", "markdown"), default="text",
@@ -135,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     out_root = None if args.no_save else args.out
     for i, cfg in enumerate(configs):
         key = (repr(dataclasses.asdict(cfg.data)), cfg.seed)
-        res = execute(cfg, out_root, scenario=scenarios[key])
+        res = execute(cfg, out_root, scenario=scenarios[key], resume=args.resume)
         s = res["summary"][res["setting"]]
         print(f"[{i + 1}/{len(configs)}] {cfg.method} on {cfg.benchmark} ({res['setting']}-IL, "
               f"seed {cfg.seed}): average accuracy {100 * s['average_accuracy']:.2f}% "

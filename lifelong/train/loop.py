@@ -220,7 +220,8 @@ def fit(
     config: TrainConfig,
     seed: int = 0,
     desc: str = "",
-    on_task_end: Callable[[int, "FitResult", TrainContext], None] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
     """Trains ``model`` on the tasks of ``scenario`` in order and evaluates after each task.
 
@@ -232,7 +233,10 @@ def fit(
         config: Optimisation options.
         seed: Seeds the generator of the data order (and of any sampling a term does).
         desc: Label of the progress bar.
-        on_task_end: Called after each task's evaluation with the results so far (checkpoints).
+        checkpoint: Called after each task's evaluation with the complete training state
+            (model, terms, optimiser, generator, results so far); pass it back as ``resume``.
+        resume: A state given to ``checkpoint``: training continues with the next task and ends
+            exactly as the uninterrupted run would (same accuracy matrix, bit for bit).
 
     Returns:
         The accuracy matrices, loss curves and timings.
@@ -255,9 +259,22 @@ def fit(
         baseline = {s: [res[s][j] for j in all_tasks] for s in res}
         timings["eval_s"] += time.perf_counter() - t0
     optimizer = None
+    start = 0
+    if resume is not None:
+        start = int(resume["task"]) + 1
+        model.load_state_dict(resume["model"])
+        for term, state in zip(terms, resume["terms"]):
+            term.load_state_dict(state)
+        acc = {s: np.array(a, dtype=float) for s, a in resume["accuracy"].items()}
+        baseline, losses, timings = resume["baseline"], resume["losses"], resume["timings"]
+        gen.set_state(resume["generator"])
+        ctx.step = int(resume["step"])
+        if resume.get("optimizer") is not None and not config.reset_optimizer:
+            optimizer = build_optimizer(list(model.parameters()), config)
+            optimizer.load_state_dict(resume["optimizer"])
     result = FitResult(acc, baseline, losses, timings)
 
-    for t in range(n_tasks):
+    for t in range(start, n_tasks):
         t_start = time.perf_counter()
         ctx.task_id, ctx.task_step = t, 0
         x, y, targets, task_ids = _task_data(scenario, layout, t, recipe.replay)
@@ -347,8 +364,13 @@ def fit(
         timings["eval_s"] += time.perf_counter() - t0
         timings["per_task_s"].append(time.perf_counter() - t_start)
         ctx.train_x = ctx.train_y = None
-        if on_task_end is not None:
-            on_task_end(t, result, ctx)
+        if checkpoint is not None:
+            checkpoint({"task": t, "model": model.state_dict(),
+                        "terms": [term.state_dict() for term in terms],
+                        "accuracy": {s: a.copy() for s, a in acc.items()}, "baseline": baseline,
+                        "losses": losses, "timings": timings, "generator": gen.get_state(),
+                        "step": ctx.step,
+                        "optimizer": None if config.reset_optimizer else optimizer.state_dict()})
     timings["total_s"] = timings["train_s"] + timings["eval_s"]
     for m in model.modules():
         for p in m.parameters(recurse=False):

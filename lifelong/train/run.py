@@ -27,7 +27,7 @@ from lifelong.methods.registry import build_recipe
 from lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
 from lifelong.nn.heads import linear_layer
 from lifelong.nn.model import build_model
-from lifelong.train.loop import FitResult, TrainContext, fit
+from lifelong.train.loop import fit
 
 FORMAT = "lifelong.run/1"
 
@@ -75,13 +75,15 @@ def run_dir_name(cfg: RunConfig, setting: str) -> Path:
 
 
 def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scenario | None = None,
-            ) -> dict[str, Any]:
+            resume: bool = False) -> dict[str, Any]:
     """Runs ``cfg``: builds scenario, layout, recipe and model, trains, evaluates, saves.
 
     Args:
         cfg: A resolved configuration (:func:`lifelong.config.make_config`).
         out_root: Folder under which the run folder is written; ``None`` writes nothing.
         scenario: An already built scenario for the same benchmark options and seed (reuse).
+        resume: Continue from ``<run folder>.partial/checkpoint.pt`` if a crashed or interrupted
+            run of the same configuration left one.
 
     Returns:
         The result dictionary that ``result.json`` holds.
@@ -101,23 +103,31 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
     if out_root is not None:
         final = Path(out_root) / run_dir_name(cfg, setting)
         partial = final.with_name(final.name + ".partial")
+
+    state = None
+    if partial is not None and resume and (partial / "checkpoint.pt").is_file():
+        state = torch.load(partial / "checkpoint.pt", weights_only=False)
+        if state.get("config") != cfg.to_dict():
+            raise ValueError(
+                f"cannot resume {partial}: its checkpoint was written by a different "
+                "configuration; delete the folder or run without --resume"
+            )
+        print(f"resuming {partial} after task {state['task'] + 1}", flush=True)
+    elif partial is not None:
         if partial.exists():
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
 
-    def checkpoint(t: int, res: FitResult, ctx: TrainContext) -> None:
+    def checkpoint(state: dict[str, Any]) -> None:
         if partial is None:
             return
-        state = {"task": t, "model": model.state_dict(),
-                 "terms": [term.state_dict() for term in recipe.terms],
-                 "accuracy": {s: a.copy() for s, a in res.accuracy.items()},
-                 "generator": ctx.generator.get_state(), "config": cfg.to_dict()}
         tmp = partial / f".checkpoint.pt.tmp-{os.getpid()}"
-        torch.save(state, tmp)
+        torch.save({**state, "config": cfg.to_dict()}, tmp)
         os.replace(tmp, partial / "checkpoint.pt")
 
     res = fit(model, scenario, layout, recipe, cfg.train, seed=cfg.seed,
-              desc=f"{cfg.method}@{cfg.benchmark}/s{cfg.seed}", on_task_end=checkpoint)
+              desc=f"{cfg.method}@{cfg.benchmark}/s{cfg.seed}", checkpoint=checkpoint,
+              resume=state)
     baseline = res.baseline_accuracy or {}
     result: dict[str, Any] = {
         "format": FORMAT,
