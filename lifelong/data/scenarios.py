@@ -262,7 +262,8 @@ def split_scenario(
     if ds.num_classes % n_tasks != 0:
         raise ValueError(
             f"{name}: {ds.num_classes} classes cannot be split evenly into {n_tasks} tasks; "
-            f"choose data.n_tasks among the divisors of {ds.num_classes}"
+            "choose data.n_tasks among the divisors of "
+            f"{ds.num_classes}: {[d for d in range(1, ds.num_classes + 1) if ds.num_classes % d == 0]}"
         )
     if options.class_order == "random":
         order = torch.randperm(ds.num_classes, generator=gen)
@@ -362,6 +363,8 @@ def permuted_scenario(
 
 def rotate(x: Tensor, degrees: float) -> Tensor:
     """Rotates a batch of images ``[N, C, H, W]`` by ``degrees`` (bilinear, zero padding)."""
+    if degrees % 360 == 0:
+        return x.clone()
     theta = math.radians(degrees)
     c, s = math.cos(theta), math.sin(theta)
     mat = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype).expand(x.shape[0], 2, 3)
