@@ -214,7 +214,7 @@ def make_config(benchmark: str, method: str, seed: int = 0, setting: str | None 
     cfg = RunConfig(benchmark=benchmark, method=method, seed=seed, setting=setting)
     for part in parse_method(method):
         cfg.hparams[part.name] = part.default_hparams()
-    apply_overrides(cfg, dict(spec.defaults))
+    apply_overrides(cfg, dict(spec.defaults), strict_methods=False)
     apply_overrides(cfg, overrides or {}, strict_methods=False)
     if setting is not None:
         cfg.setting = setting

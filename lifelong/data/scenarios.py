@@ -157,7 +157,9 @@ class BenchmarkSpec:
         build: ``build(options, seed) -> Scenario``.
         description: One line for ``lifelong list``.
         defaults: Dotted-key overrides applied before the user's (the benchmark's protocol:
-            model widths, optimiser, epochs ...).
+            model widths, optimiser, epochs, and method strengths such as ``ewc.lam``, which
+            differ by orders of magnitude between benchmarks; a method key applies only to runs
+            of that method).
         needs_download: Whether its data is an external dataset (not the embedded one).
     """
 
@@ -520,7 +522,10 @@ register_benchmark(
         build=_build_synthetic,
         description="tiny Gaussian-cluster split scenario for tests and examples (no files)",
         defaults={"model.arch": "mlp", "model.hidden": (32,), "train.lr": 0.1,
-                  "train.batch_size": 16, "train.epochs": 2},
+                  "train.batch_size": 16, "train.epochs": 2,
+                  # penalty strengths for this scale (SplitMNIST's diverge at lr 0.1 here)
+                  "ewc.lam": 10.0, "online-ewc.lam": 10.0, "si.c": 1.0, "mas.lam": 0.5,
+                  "mas-local.lam": 0.1},
         needs_download=False,
     )
 )

@@ -1,0 +1,343 @@
+"""Importance estimators: analytic Fisher, vmap == loop != batched, MAS, MAS-local, SI path
+integral, untouched BatchNorm statistics and train/eval flags."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from lifelong.nn.backbones import MLP
+from lifelong.nn.heads import MultiHead, SingleHead
+from lifelong.nn.model import ContinualModel
+from lifelong.terms.importance import (
+    PathIntegral,
+    fisher_diagonal,
+    fisher_diagonal_loop,
+    mas_importance,
+    mas_local_importance,
+    select_parameters,
+)
+
+
+def _close(a: dict[str, Tensor], b: dict[str, Tensor], rtol: float = 1e-4,
+           atol: float = 1e-7) -> None:
+    assert set(a) == set(b)
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=rtol, atol=atol, msg=lambda m: f"{n}: {m}")
+
+
+def _batches(x: Tensor, y: Tensor | None, bs: int) -> list:
+    return [(x[i:i + bs], None if y is None else y[i:i + bs]) for i in range(0, x.shape[0], bs)]
+
+
+def _tiny_model(seed: int = 0, heads: int = 3) -> ContinualModel:
+    torch.manual_seed(seed)
+    return ContinualModel(MLP(6, (5, 4)), MultiHead(4, [2] * heads))
+
+
+@pytest.fixture
+def data() -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(23, 1, 2, 3, generator=g)
+    y = torch.randint(2, 4, (23,), generator=g)  # units of task 1 of a 2-unit-per-task layout
+    return x, y
+
+
+# ------------------------------------------------------------------------------------- Fisher
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fisher_of_logistic_regression_is_analytic(fast: bool) -> None:
+    # z = W x + b with 2 classes, p = softmax(z). d log p_c / d W_k = (1[c=k] - p_k) x, so
+    # true Fisher: sum_c p_c (1[c=k] - p_k)^2 x^2 = p_k (1 - p_k) x^2 = p_0 p_1 x^2 for both rows;
+    # empirical (label y): (1[y=k] - p_k)^2 x^2 = (1 - p_y)^2 x^2 for both rows (2 classes).
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(17, 3, generator=g)
+    y = torch.randint(0, 2, (17,), generator=g)
+    with torch.no_grad():
+        p = torch.softmax(model(x), dim=1)
+    pq = p[:, 0] * p[:, 1]
+    true_w = (pq[:, None] * x.square()).mean(0).expand(2, 3)
+    true_b = pq.mean().expand(2)
+    other = 1.0 - p.gather(1, y[:, None]).squeeze(1)
+    emp_w = (other.square()[:, None] * x.square()).mean(0).expand(2, 3)
+    emp_b = other.square().mean().expand(2)
+    f_true = fisher_diagonal(model, _batches(x, y, 5), variant="true", linear_fast_path=fast)
+    f_emp = fisher_diagonal(model, _batches(x, y, 5), variant="empirical", linear_fast_path=fast)
+    _close(f_true, {"weight": true_w, "bias": true_b})
+    _close(f_emp, {"weight": emp_w, "bias": emp_b})
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("variant", ["true", "empirical"])
+def test_vectorised_fisher_equals_python_loop(data: tuple[Tensor, Tensor], variant: str,
+                                              fast: bool) -> None:
+    model = _tiny_model()
+    x, y = data
+    units = slice(2, 4)
+    ref = fisher_diagonal_loop(model, _batches(x, y, 7), units, variant=variant)
+    got = fisher_diagonal(model, _batches(x, y, 7), units, variant=variant,
+                          linear_fast_path=fast)
+    _close(got, ref)
+    # heads of other tasks have no gradient; the task's head and the backbone do
+    assert got["head.heads.0.weight"].abs().sum() == 0
+    assert got["head.heads.1.weight"].abs().sum() > 0
+    assert got["backbone.layers.0.weight"].abs().sum() > 0
+
+
+def test_fisher_vmap_engine_matches_loop_on_non_linear_parameters(data: tuple[Tensor, Tensor]
+                                                                  ) -> None:
+    # BatchNorm's affine parameters are not nn.Linear: they always go through vmap(grad).
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(),
+                          nn.Linear(5, 3))
+    model.train()
+    model(torch.randn(32, 6))  # non-trivial running statistics
+    x, _ = data
+    y = torch.randint(0, 3, (x.shape[0],))
+    for variant in ("true", "empirical"):
+        ref = fisher_diagonal_loop(model, _batches(x, y, 8), variant=variant)
+        _close(fisher_diagonal(model, _batches(x, y, 8), variant=variant), ref)
+
+
+def test_per_sample_fisher_differs_from_batched(data: tuple[Tensor, Tensor]) -> None:
+    model = _tiny_model()
+    x, y = data
+    units = slice(2, 4)
+    emp = fisher_diagonal(model, _batches(x, y, 8), units, variant="empirical")
+    batched = fisher_diagonal(model, _batches(x, y, 8), units, variant="batched")
+    w = "backbone.layers.0.weight"
+    # the square of a mean gradient is (much) smaller than the mean of squares
+    assert batched[w].sum() < 0.5 * emp[w].sum()
+    # ... and with batches of one sample the two coincide
+    _close(fisher_diagonal(model, _batches(x, y, 1), units, variant="batched"), emp)
+
+
+def test_sampled_fisher_is_reproducible_and_unbiased() -> None:
+    model = _tiny_model()
+    x = torch.randn(3, 1, 2, 3).repeat(400, 1, 1, 1)
+    units = slice(0, 2)
+    true = fisher_diagonal(model, _batches(x, None, 300), units, variant="true")
+    a = fisher_diagonal(model, _batches(x, None, 300), units, variant="sample",
+                        generator=torch.Generator().manual_seed(5))
+    b = fisher_diagonal(model, _batches(x, None, 300), units, variant="sample",
+                        generator=torch.Generator().manual_seed(5))
+    _close(a, b, rtol=0, atol=0)
+    w = "backbone.layers.0.weight"
+    assert abs(float(a[w].sum() / true[w].sum()) - 1.0) < 0.15
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_predicted_fisher_is_the_empirical_one_at_the_argmax_label(data: tuple[Tensor, Tensor],
+                                                                   fast: bool) -> None:
+    model = _tiny_model()
+    x, _ = data
+    units = slice(2, 4)
+    with torch.no_grad():
+        y_hat = model(x, units=units).argmax(1) + units.start
+    pred = fisher_diagonal(model, _batches(x, None, 8), units, variant="predicted",
+                           linear_fast_path=fast)
+    _close(pred, fisher_diagonal_loop(model, _batches(x, y_hat, 8), units, variant="empirical"))
+
+
+def test_fisher_errors(data: tuple[Tensor, Tensor]) -> None:
+    model = _tiny_model()
+    x, y = data
+    with pytest.raises(ValueError, match="unknown Fisher variant 'max'"):
+        fisher_diagonal(model, _batches(x, y, 8), slice(2, 4), variant="max")
+    with pytest.raises(ValueError, match="needs labels"):
+        fisher_diagonal(model, _batches(x, None, 8), slice(2, 4), variant="empirical")
+    with pytest.raises(ValueError, match="targets must be output units inside"):
+        fisher_diagonal(model, _batches(x, y, 8), slice(0, 2), variant="empirical")
+    with pytest.raises(ValueError, match="not parameters of the model"):
+        fisher_diagonal(model, _batches(x, y, 8), slice(2, 4), params={"nope": torch.zeros(1)})
+
+
+def _bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(),
+                             nn.Dropout(0.5))
+    backbone.out_features = 5  # type: ignore[assignment]
+    model = ContinualModel(backbone, SingleHead(5, 4))
+    model.train()
+    model(torch.randn(16, 1, 2, 3))  # running statistics away from their init
+    model.head.eval()  # mixed modes must come back exactly as they were
+    return model
+
+
+@pytest.mark.parametrize("estimator", ["fisher", "fisher-vmap", "mas", "mas-local"])
+def test_estimators_leave_batchnorm_stats_and_modes_untouched(data: tuple[Tensor, Tensor],
+                                                              estimator: str) -> None:
+    model = _bn_model()
+    x, y = data
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    modes = {n: m.training for n, m in model.named_modules()}
+    batches = _batches(x, y, 8)
+    if estimator == "fisher":
+        out = fisher_diagonal(model, batches, slice(2, 4), variant="empirical")
+    elif estimator == "fisher-vmap":
+        out = fisher_diagonal(model, batches, slice(2, 4), linear_fast_path=False)
+    elif estimator == "mas":
+        out = mas_importance(model, batches, slice(2, 4))
+    else:
+        out = mas_local_importance(model, batches, slice(2, 4))
+    assert out and all(torch.isfinite(v).all() for v in out.values())
+    for n, b in model.named_buffers():
+        assert torch.equal(b, before[n]), n
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert all(p.grad is None for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------- MAS
+
+
+def _mas_loop(model: nn.Module, x: Tensor, units: slice | None) -> dict[str, Tensor]:
+    params = dict(model.named_parameters())
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    model.eval()
+    for i in range(x.shape[0]):
+        out = model(x[i:i + 1]) if units is None else model(x[i:i + 1], units=units)
+        grads = torch.autograd.grad(out.square().sum(), list(params.values()), allow_unused=True)
+        for n, g in zip(params, grads):
+            if g is not None:
+                total[n] += g.abs()
+    return {n: t / x.shape[0] for n, t in total.items()}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_mas_is_mean_of_per_sample_absolute_gradients(data: tuple[Tensor, Tensor],
+                                                      fast: bool) -> None:
+    model = _tiny_model()
+    x, _ = data
+    ref = _mas_loop(model, x, slice(2, 4))
+    got = mas_importance(model, _batches(x, None, 6), slice(2, 4), linear_fast_path=fast)
+    _close(got, ref)
+    # per-sample absolute values, not the absolute value of a summed gradient
+    summed = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for xb, _ in _batches(x, None, 23):
+        g = torch.autograd.grad(model(xb, units=slice(2, 4)).square().sum(),
+                                list(model.parameters()), allow_unused=True)
+        for n, gi in zip(summed, g):
+            if gi is not None:
+                summed[n] = gi.abs() / x.shape[0]
+    w = "backbone.layers.0.weight"
+    assert got[w].sum() > 1.05 * summed[w].sum()
+
+
+def test_mas_local_equals_gradient_mas_for_one_relu_layer() -> None:
+    # The seed's derivation: for y = ReLU(W x + b), d||y||^2/dW_ji = 2 y_j x_i (0 where off).
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Linear(5, 4), nn.ReLU())
+    x = torch.randn(31, 5)  # negative inputs too: the absolute value is per sample
+    local = mas_local_importance(layer, [x[:10], x[10:]])
+    grad_based = mas_importance(layer, [x[:10], x[10:]], linear_fast_path=False)
+    _close(local, {"0.weight": grad_based["0.weight"], "0.bias": grad_based["0.bias"]})
+    # and by hand
+    y = torch.relu(layer(x))
+    by_hand = (2 * y.abs()[:, :, None] * x.abs()[:, None, :]).mean(0)
+    torch.testing.assert_close(local["0.weight"], by_hand)
+
+
+def test_mas_local_on_a_multi_head_model(data: tuple[Tensor, Tensor]) -> None:
+    model = _tiny_model()
+    x, _ = data
+    units = slice(2, 4)
+    local = mas_local_importance(model, _batches(x, None, 9), units)
+    grad_based = mas_importance(model, _batches(x, None, 9), units)
+    # the output layer is linear: its local form is exactly the gradient of its own ||z||^2
+    for n in ("head.heads.1.weight", "head.heads.1.bias"):
+        torch.testing.assert_close(local[n], grad_based[n])
+    # hidden layers use their own ReLU output: layer 0 by hand
+    with torch.no_grad():
+        xf = x.flatten(1)
+        h1 = torch.relu(model.backbone.layers[0](xf))
+    torch.testing.assert_close(local["backbone.layers.0.weight"],
+                               (2 * h1.abs()[:, :, None] * xf.abs()[:, None, :]).mean(0))
+    # heads outside the units get no importance
+    assert "head.heads.0.weight" not in local and "head.heads.2.weight" not in local
+    # forward only: no gradient anywhere, even when parameters do not require one
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.inference_mode():
+        again = mas_local_importance(model, _batches(x, None, 9), units)
+    _close(again, local)
+
+
+# ------------------------------------------------------------------------------------- SI
+
+
+def test_si_path_integral_on_a_quadratic_with_known_answer() -> None:
+    # L = 1/2 sum a_i theta_i^2, plain SGD: g = a theta, delta = -lr g, so
+    # omega = sum_t -g_t * delta_t = lr sum_t g_t^2 with theta_t = (1 - lr a)^t theta_0.
+    a = torch.tensor([0.5, 1.0, 2.0])
+    theta0 = torch.tensor([1.0, -2.0, 0.5])
+    lr, steps, xi = 0.1, 25, 0.1
+    theta = nn.Parameter(theta0.clone())
+    opt = torch.optim.SGD([theta], lr=lr)
+    path = PathIntegral()
+    path.begin({"theta": theta})
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * (a * theta.square()).sum()).backward()
+        path.record_gradients()
+        opt.step()
+        path.accumulate()
+    t = torch.arange(steps, dtype=torch.float32)[:, None]
+    thetas = (1 - lr * a) ** t * theta0
+    omega = lr * (a * thetas).square().sum(0)
+    torch.testing.assert_close(path.omega[0], omega)
+    end = (1 - lr * a) ** steps * theta0
+    torch.testing.assert_close(path.importance(xi)["theta"], omega / ((end - theta0) ** 2 + xi))
+
+
+def test_si_uses_the_data_gradient_not_the_penalty() -> None:
+    # Loop order: data backward -> record -> penalty backward -> step -> accumulate.
+    theta = nn.Parameter(torch.tensor([1.0, 2.0]))
+    opt = torch.optim.SGD([theta], lr=0.1)
+    path = PathIntegral()
+    path.begin({"theta": theta})
+    opt.zero_grad()
+    (theta.sum() * 3.0).backward()  # data gradient: 3
+    path.record_gradients()
+    (10.0 * theta.square().sum()).backward()  # penalty gradient: 20 theta
+    opt.step()  # delta = -0.1 * (3 + 20 theta)
+    path.accumulate()
+    delta = -0.1 * (3.0 + 20.0 * torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(path.omega[0], -3.0 * delta)
+
+
+def test_path_integral_state_round_trip() -> None:
+    theta = nn.Parameter(torch.tensor([1.0, 2.0]))
+    path = PathIntegral()
+    path.begin({"theta": theta})
+    theta.grad = torch.tensor([0.5, -1.0])
+    path.record_gradients()
+    with torch.no_grad():
+        theta -= torch.tensor([0.1, 0.2])
+    path.accumulate()
+    state = path.state_dict()
+    other = PathIntegral()
+    other.load_state_dict(state, {"theta": theta})
+    torch.testing.assert_close(other.importance(0.1)["theta"], path.importance(0.1)["theta"])
+    with pytest.raises(RuntimeError, match="call begin"):
+        PathIntegral().accumulate()
+
+
+def test_select_parameters_excludes_plastic_and_frozen() -> None:
+    class Plastic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(2))
+            self.alpha = nn.Parameter(torch.zeros(2))
+            self.register_buffer("hebb", torch.zeros(2))
+
+        def plastic_parameter_names(self) -> tuple[str, ...]:
+            return ("alpha",)
+
+    model = nn.Sequential(nn.Linear(2, 2), Plastic())
+    model[0].bias.requires_grad_(False)
+    assert list(select_parameters(model)) == ["0.weight", "1.w"]
+    assert list(select_parameters(model, penalize_plastic=True)) == ["0.weight", "1.w", "1.alpha"]
