@@ -79,9 +79,14 @@ class ContinualModel(nn.Module):
 
 
 def build_model(scenario: Scenario, layout: Layout, config: ModelConfig,
-                layer: LayerFactory = linear_layer) -> ContinualModel:
-    """Builds the model of a run (call ``torch.manual_seed`` first for a reproducible init)."""
+                layer: LayerFactory | None = None) -> ContinualModel:
+    """Builds the model of a run (call ``torch.manual_seed`` first for a reproducible init).
+
+    ``layer`` builds each output layer (a recipe's ``layer``, e.g. DHP-Softmax); ``None`` means
+    ``nn.Linear``.
+    """
     config.validate(layout)
+    layer = layer or linear_layer
     backbone = build_backbone(config.arch, scenario.input_shape, config.hidden, config.dropout)
     if config.resolved_head(layout) == "multi":
         head: nn.Module = MultiHead(backbone.out_features, layout.sizes, layer)

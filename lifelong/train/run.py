@@ -25,7 +25,6 @@ from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario, build_scenario
 from lifelong.methods.registry import build_recipe
 from lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
-from lifelong.nn.heads import linear_layer
 from lifelong.nn.model import build_model
 from lifelong.train.loop import fit
 
@@ -96,7 +95,7 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
     cfg.model.validate(layout)
     recipe = build_recipe(cfg.method, cfg.hparams, setting)
     torch.manual_seed(cfg.seed)
-    model = build_model(scenario, layout, cfg.model, recipe.layer or linear_layer)
+    model = build_model(scenario, layout, cfg.model, recipe.layer)
 
     partial: Path | None = None
     final: Path | None = None
