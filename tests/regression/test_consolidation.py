@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from lifelong.config import load_toml, make_config
 from lifelong.data.scenarios import Scenario, build_scenario
@@ -45,14 +44,6 @@ TS_ITERATIONS = 300
 DHP_SEEDS = (0,)
 PERM_TASKS, PERM_ITERATIONS, PERM_LR, PERM_FRACTION = 4, 250, 2e-3, 0.1
 SEEDS = (0, 1, 2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 _SCENARIOS: dict[Any, Scenario] = {}  # built once per (benchmark, options, seed) in this file

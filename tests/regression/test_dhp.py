@@ -23,7 +23,6 @@ few minutes on one thread:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +45,6 @@ SPLIT_EPOCHS = 1
 SEEDS = (0, 1)
 CONSOLIDATION = ("ewc", "online-ewc", "si", "mas")
 LINEAR_CONTROL = {"dhp.alpha_init_scale": 0.0, "dhp.eta_init": 0.0}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 _SCENARIOS: dict[Any, Scenario] = {}

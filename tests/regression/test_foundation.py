@@ -10,7 +10,6 @@ from the RNG in a different order than that loop did.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from lifelong.config import make_config
 from lifelong.train.run import execute
