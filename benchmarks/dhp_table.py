@@ -6,6 +6,13 @@ This script runs that comparison and prints a markdown table (mean +- sample std
 the average accuracy after the last task, in the benchmark's setting) with the difference
 DHP+X - X, the per-seed values and the strength each consolidation row used.
 
+Linear controls (``--controls``): a DHP row run again with ``dhp.alpha_init_scale=0
+dhp.eta_init=0``. Then ``alpha``, ``eta`` and the trace stay exactly 0 (their gradients are
+products with ``alpha`` and the trace), so the layer is a linear layer built from the *same*
+random draws as the DHP row, and the per-seed difference isolates the plastic part. Against
+``finetune`` or X the draws differ wherever a model has one head per task (a DHP head draws
+``alpha`` after its weights, which shifts every later head's initialisation).
+
 Protocols (``--benchmark``):
 
 * ``split-mnist`` -- the seed's protocol, in full: task-IL, one DHP-Softmax (or ``nn.Linear``)
@@ -26,7 +33,7 @@ Usage::
 
     LIFELONG_DATA=/work/shared/data python benchmarks/dhp_table.py --benchmark split-mnist \\
         --seeds 0 1 2 3 4 --jobs 2
-    python benchmarks/dhp_table.py --benchmark permuted-mnist --seeds 0 1 2
+    python benchmarks/dhp_table.py --benchmark permuted-mnist --seeds 0 1 2 --controls all
 """
 
 from __future__ import annotations
