@@ -7,6 +7,12 @@ Terms never call ``optimizer.step()`` and never overwrite ``.grad``.
 A term whose loss depends on the parameters only (a quadratic penalty) sets ``penalty = True``:
 the loop back-propagates it *after* ``on_after_backward``, so that hooks there see the gradient
 of the data losses alone (SI's path integral needs the task-loss gradient, Zenke et al. 2017).
+
+A penalty that knows its gradient in closed form can also set ``direct_gradient = True`` and
+implement :meth:`Term.add_gradient`: the loop then calls it every step instead of
+back-propagating :meth:`Term.loss`, and evaluates :meth:`Term.loss` (under ``no_grad``) only on
+the steps it logs. For a quadratic penalty over every weight of a small network this halves the
+cost of a step's penalty (its value costs as much memory traffic as its gradient).
 """
 
 from __future__ import annotations
@@ -62,10 +68,13 @@ class Term:
     Attributes:
         name: Name under which the loop logs the term's loss.
         penalty: ``True`` if the loss depends on parameters only (see module docstring).
+        direct_gradient: ``True`` if the term adds its gradient itself (:meth:`add_gradient`);
+            only for penalties.
     """
 
     name: str = "term"
     penalty: bool = False
+    direct_gradient: bool = False
 
     def on_task_start(self, ctx: "TrainContext") -> None:
         """Called before the first step of a task (after the optimiser is built)."""
@@ -76,6 +85,13 @@ class Term:
 
     def on_after_backward(self, ctx: "TrainContext") -> None:
         """Called after the data losses' backward, before penalties are added."""
+
+    def add_gradient(self, ctx: "TrainContext") -> None:
+        """Adds the gradient of :meth:`loss` to the parameters' ``.grad`` (accumulating, as a
+        backward pass does). Called every step, after :meth:`on_after_backward`, for terms
+        with ``penalty = direct_gradient = True`` only."""
+        raise NotImplementedError(f"term {self.name!r} sets direct_gradient but does not "
+                                  "implement add_gradient()")
 
     def on_after_step(self, ctx: "TrainContext") -> None:
         """Called after ``optimizer.step()``."""

@@ -65,33 +65,31 @@ def _detach_all(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 class _Quadratic(torch.autograd.Function):
-    """``strength * (sum_k ||r_k (theta_k - m_k)||^2 + C)`` over a list of parameters,
-    ``r = sqrt(S)``.
+    """``strength * (sum_k sum S_k (theta_k - m_k)^2 + C)`` over a list of parameters.
 
-    The forward computes ``u_k = r_k (theta_k - m_k)`` (exactly 0 at the anchor) with two
-    multi-tensor ops and keeps it; the gradient is the closed form
-    ``2 strength r_k u_k = 2 strength S_k (theta_k - m_k)``. A step costs a few
-    ``torch._foreach`` calls (one dispatch for all parameters) and no autograd graph over
-    elementwise ops.
+    The forward computes ``d_k = theta_k - m_k`` (exactly 0 at the anchor) with one multi-tensor
+    op and keeps it; the gradient is the closed form ``2 strength S_k d_k``. No autograd graph
+    over elementwise ops.
     """
 
     @staticmethod
-    def forward(ctx: Any, roots: list[Tensor], centers: list[Tensor], grad_scales: list[Tensor],
+    def forward(ctx: Any, scales: list[Tensor], centers: list[Tensor], grad_scales: list[Tensor],
                 strength: float, const: float, *params: Tensor) -> Tensor:
-        u = torch._foreach_sub(list(params), centers)
-        torch._foreach_mul_(u, roots)
-        value = torch.stack(torch._foreach_norm(u, 2)).square().sum()
-        ctx.u, ctx.grad_scales = u, grad_scales
+        d = torch._foreach_sub(list(params), centers)
+        weighted = torch._foreach_mul(d, d)
+        torch._foreach_mul_(weighted, scales)
+        value = torch.stack(torch._foreach_norm(weighted, 1)).sum()  # entries are >= 0
+        ctx.d, ctx.grad_scales = d, grad_scales
         return (value + const) * strength
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        u = ctx.u
-        del ctx.u
-        torch._foreach_mul_(u, ctx.grad_scales)  # 2 strength sqrt(S) u
+        d = ctx.d
+        del ctx.d
+        torch._foreach_mul_(d, ctx.grad_scales)  # 2 strength S d
         if grad_out.item() != 1.0:
-            torch._foreach_mul_(u, grad_out)
-        return (None, None, None, None, None, *u)
+            torch._foreach_mul_(d, grad_out)
+        return (None, None, None, None, None, *d)
 
 
 class QuadraticPenalty(Term):
@@ -106,10 +104,12 @@ class QuadraticPenalty(Term):
 
     The per-step cost does not grow with the number of tasks: a sum of quadratics in ``theta`` is
     one quadratic, ``sum_t O_t (theta - a_t)^2 = S (theta - m)^2 + C`` with ``S = sum_t O_t``,
-    ``m = sum_t O_t a_t / S`` and ``C = sum_t O_t (a_t - m)^2`` (a constant), so every step is the
-    same handful of multi-tensor ``torch._foreach`` ops over the regularised parameters (with the
-    closed-form gradient, no autograd graph over elementwise ops), whatever the mode and the
-    number of tasks. The per-task pairs are kept (they are the method's state) and the combined
+    ``m = sum_t O_t a_t / S`` and ``C = sum_t O_t (a_t - m)^2`` (a constant), so every step costs
+    the same whatever the mode and the number of tasks. In the training loop the term adds its
+    closed-form gradient ``2 strength S (theta - m)`` straight into ``.grad``
+    (:meth:`accumulate_gradient`: two multi-tensor ops, no autograd graph) and its value is
+    computed only on logged steps; :meth:`penalty_value` gives the differentiable value for
+    anyone else. The per-task pairs are kept (they are the method's state) and the combined
     ``S, m, C`` are rebuilt when a task is added or the state is loaded.
 
     Subclasses estimate the importance at the end of each task (:meth:`estimate`) and call
@@ -124,6 +124,7 @@ class QuadraticPenalty(Term):
     """
 
     penalty = True
+    direct_gradient = True
 
     def __init__(self, name: str = "penalty", strength: float = 1.0, mode: str = "online",
                  gamma: float = 1.0, penalize_plastic: bool = False):
@@ -145,9 +146,9 @@ class QuadraticPenalty(Term):
         # combined quadratic S (theta - m)^2 + C, per parameter (derived from the state)
         self._names: list[str] = []
         self._shapes: list[torch.Size] = []
-        self._roots: list[Tensor] = []  # r = sqrt(S)
+        self._scales: list[Tensor] = []  # S
         self._centers: list[Tensor] = []  # m
-        self._grad_scales: list[Tensor] = []  # 2 strength r (built lazily for self.strength)
+        self._grad_scales: list[Tensor] = []  # 2 strength S (built lazily for self.strength)
         self._grad_strength = math.nan
         self._const = 0.0
         self._params: list[nn.Parameter] | None = None
@@ -240,12 +241,12 @@ class QuadraticPenalty(Term):
             s.masked_fill_(s < torch.finfo(s.dtype).tiny ** 0.5, 0.0)
             if not bool(s.any()):
                 continue  # zero importance everywhere (e.g. a head not trained yet): unpenalised
-            scales.append(s.sqrt_())
+            scales.append(s)
             centers.append(m.clone())
             shapes.append(shape)
             kept.append(n)
         self._names, self._shapes = kept, shapes
-        self._roots, self._centers = scales, centers
+        self._scales, self._centers = scales, centers
         self._grad_scales = []
         self._const = const
 
@@ -277,16 +278,60 @@ class QuadraticPenalty(Term):
         if not self._names:
             return None
         params = self._resolve(model)
-        if self._grad_strength != self.strength or not self._grad_scales:
-            self._grad_scales = torch._foreach_mul(self._roots, 2.0 * self.strength)
-            self._grad_strength = self.strength
-        return _Quadratic.apply(self._roots, self._centers, self._grad_scales,
+        return _Quadratic.apply(self._scales, self._centers, self._gradient_scales(),
                                 self.strength, self._const, *params)
 
+    def _gradient_scales(self) -> list[Tensor]:
+        """``2 strength S`` per parameter (rebuilt when the strength or ``S`` changed)."""
+        if self._grad_strength != self.strength or not self._grad_scales:
+            self._grad_scales = torch._foreach_mul(self._scales, 2.0 * self.strength)
+            self._grad_strength = self.strength
+        return self._grad_scales
+
+    @torch.no_grad()
+    def accumulate_gradient(self, model: nn.Module) -> None:
+        """Adds the penalty's gradient ``2 strength S (theta - m)`` to every penalised
+        parameter's ``.grad`` (creating it where it is ``None``), as ``penalty_value(model)
+        .backward()`` would, without building or evaluating the penalty itself.
+
+        Two multi-tensor ops per step (``d = theta - m``; ``grad += 2 strength S d``): the
+        cheapest exact form, since on a CPU these memory-bound passes over all regularised
+        parameters cost as much as a small network's forward and backward. Parameters that do
+        not require a gradient (frozen) are skipped.
+        """
+        if not self._names or self.strength == 0.0:
+            return
+        params = self._resolve(model)
+        scales = self._gradient_scales()
+        live = [i for i, p in enumerate(params) if p.requires_grad]
+        if len(live) < len(params):
+            params = [params[i] for i in live]
+            scales = [scales[i] for i in live]
+            centers = [self._centers[i] for i in live]
+        else:
+            centers = self._centers
+        if not params:
+            return
+        d = torch._foreach_sub(params, centers)
+        if all(p.grad is not None for p in params):
+            torch._foreach_addcmul_([p.grad for p in params], d, scales)
+            return
+        for p, di, si in zip(params, d, scales):
+            if p.grad is None:
+                p.grad = di.mul_(si)
+            else:
+                p.grad.addcmul_(di, si)
+
     def loss(self, ctx: "TrainContext", batch: Batch) -> Tensor | None:
+        """The penalty's value. The loop adds the gradient through :meth:`add_gradient` and
+        calls this (under ``no_grad``) only on the steps it logs."""
         if self.strength == 0.0:
             return None
         return self.penalty_value(ctx.model)
+
+    def add_gradient(self, ctx: "TrainContext") -> None:
+        """The loop's per-step hook for this penalty: :meth:`accumulate_gradient`."""
+        self.accumulate_gradient(ctx.model)
 
     def on_task_start(self, ctx: "TrainContext") -> None:
         self._params = None  # parameters may have been added or replaced between tasks

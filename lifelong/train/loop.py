@@ -43,7 +43,10 @@ class TrainConfig:
         reset_optimizer: Build a fresh optimiser at the start of every task.
         eval_future: Also evaluate tasks not yet trained on (and the untrained model), which
             forward transfer needs.
-        log_every: Steps between two points of the logged loss curves.
+        log_every: Steps between two points of the logged loss curves. A point is the mean
+            over those steps, except for penalties that add their gradient directly
+            (``Term.direct_gradient``, e.g. EWC, SI, MAS), whose value is taken at the logged
+            step only (evaluating it costs as much as its gradient).
         progress: ``auto`` (a bar on a terminal, quiet otherwise), ``on`` or ``off``.
     """
 
@@ -244,7 +247,8 @@ def fit(
     config.validate()
     terms: list[Term] = [CrossEntropy(), *recipe.terms]
     data_terms = [t for t in terms if not t.penalty]
-    penalty_terms = [t for t in terms if t.penalty]
+    penalty_terms = [t for t in terms if t.penalty and not t.direct_gradient]
+    direct_terms = [t for t in terms if t.penalty and t.direct_gradient]
     n_tasks = len(scenario.tasks)
     gen = torch.Generator().manual_seed(seed)
     ctx = TrainContext(model=model, scenario=scenario, layout=layout, config=config, generator=gen)
@@ -301,7 +305,8 @@ def fit(
         bs = config.batch_size
         per_epoch = math.ceil(n / bs)
         n_steps = config.iterations if config.iterations > 0 else config.epochs * per_epoch
-        sums = {term.name: 0.0 for term in terms}
+        sums = {term.name: 0.0 for term in terms if term not in direct_terms}
+        points = {term.name: 0.0 for term in direct_terms}  # value at the logged step
         count = 0
         bar = tqdm(total=n_steps, desc=f"{desc} task {t + 1}/{n_tasks}".strip(), leave=False,
                    disable=_progress_disabled(config.progress), dynamic_ncols=True)
@@ -336,6 +341,15 @@ def fit(
                 term.on_after_backward(ctx)
             if pen_loss is not None and pen_loss.requires_grad:
                 pen_loss.backward()
+            for term in direct_terms:
+                term.add_gradient(ctx)
+            logging = count + 1 == config.log_every or ctx.task_step + 1 == n_steps
+            if logging and direct_terms:  # their value: only on the steps that are logged
+                with torch.no_grad():
+                    for term in direct_terms:
+                        v = term.loss(ctx, batch)
+                        if v is not None:
+                            points[term.name] = float(v)
             optimizer.step()
             ctx.step += 1
             ctx.task_step += 1
@@ -344,10 +358,13 @@ def fit(
             for name, v in values:
                 sums[name] += float(v.detach())
             count += 1
-            if count == config.log_every or ctx.task_step == n_steps:
+            if logging:
                 for name in sums:
                     losses[name].append([ctx.step, sums[name] / count])
                     sums[name] = 0.0
+                for name in points:
+                    losses[name].append([ctx.step, points[name]])
+                    points[name] = 0.0
                 count = 0
             bar.update(1)
         bar.close()

@@ -78,6 +78,28 @@ def test_every_method_is_registered_with_documented_hyperparameters() -> None:
         assert recipe.terms[0].name == name
 
 
+def test_penalty_value_is_logged_at_the_logged_step_only() -> None:
+    """Penalties add their gradient directly; the loop evaluates their value on logged steps."""
+    scenario = tiny_scenario(2)
+    layout = Layout.for_scenario(scenario, "task")
+    recipe = build_recipe("ewc", {"ewc": dataclasses.replace(get_method("ewc").default_hparams(),
+                                                             lam=1e4)}, "task")
+    torch.manual_seed(0)
+    model = build_model(scenario, layout, ModelConfig(hidden=(16,)))
+    calls = []
+    term = recipe.terms[0]
+    original = term.loss
+    term.loss = lambda ctx, batch: calls.append(ctx.task_step) or original(ctx, batch)
+    config = TrainConfig(lr=0.1, batch_size=16, epochs=3, log_every=4, progress="off")
+    res = fit(model, scenario, layout, recipe, config, seed=0)
+    # 3 epochs of 48 samples in batches of 16 = 9 steps per task; logged after steps 4, 8, 9
+    assert calls == [3, 7, 8, 3, 7, 8]
+    assert [s for s, _ in res.losses["ewc"]] == [s for s, _ in res.losses["ce"]] == [
+        4, 8, 9, 13, 17, 18]
+    values = [v for _, v in res.losses["ewc"]]
+    assert values[:3] == [0.0, 0.0, 0.0] and all(v > 0 for v in values[3:])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_penalty_is_zero_on_task_one_then_positive_and_changes_the_update(method: str) -> None:
     model, res, recipe = _run(method, STRONG[method])

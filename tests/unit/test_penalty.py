@@ -64,6 +64,34 @@ def test_gradient_is_the_closed_form() -> None:
     torch.testing.assert_close(p.grad, expected)
 
 
+def test_direct_gradient_equals_backward_of_the_value() -> None:
+    """The loop's per-step path (``accumulate_gradient``: no value, no graph) adds exactly the
+    gradient that back-propagating ``penalty_value`` adds, on top of an existing gradient, and
+    creates ``.grad`` where there is none; frozen parameters are skipped."""
+    model = _model()
+    pen = QuadraticPenalty(strength=3.0, mode="per-task")
+    for t in range(2):
+        pen.consolidate(_rand_like_params(model, 20 + t), model)
+        _shift(model, {n: 0.4 * torch.randn_like(p) for n, p in model.named_parameters()})
+    model.zero_grad(set_to_none=True)
+    pen.penalty_value(model).backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    model[0].weight.grad = torch.ones_like(model[0].weight)  # an existing (data) gradient
+    pen.accumulate_gradient(model)
+    for n, p in model.named_parameters():
+        extra = 1.0 if n == "0.weight" else 0.0
+        torch.testing.assert_close(p.grad, expected[n] + extra, rtol=1e-5, atol=1e-6)
+    model.zero_grad(set_to_none=True)
+    model[2].weight.requires_grad_(False)
+    pen.accumulate_gradient(model)
+    assert model[2].weight.grad is None and model[0].weight.grad is not None
+    pen.strength = 0.0
+    model.zero_grad(set_to_none=True)
+    pen.accumulate_gradient(model)
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_per_task_mode_is_the_sum_of_one_penalty_per_task() -> None:
     model = _model()
     pen = QuadraticPenalty(strength=2.0, mode="per-task")
