@@ -23,87 +23,12 @@ Hebbian update (paper, Algorithm 1 / Hebbian update rule), per class ``c`` in th
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["DHPSoftmax"]
-
-
-class _PlasticStep(torch.autograd.Function):
-    """One training forward of DHP-Softmax -- Hebbian update, then logits -- with its backward
-    written out (Thangarasa et al. 2020, Algorithm 1).
-
-    Forward, with ``O[b, c] = [y_b = c]``, ``n = O^T 1`` and ``k = max(n, 1)``::
-
-        D     = (O^T h - n * Hebb) / k           (row c: mean(h[y == c]) - Hebb_c, or 0)
-        Hebb' = Hebb + eta D
-        W'    = W[rows] + alpha[rows] * Hebb'[rows]
-        z     = h W'^T + b[rows]
-
-    Backward from ``gz``: ``gW' = gz^T h``; ``gW = gW'``; ``galpha = gW' * Hebb'``;
-    ``gHebb' = gW' * alpha``; ``geta = <gHebb', D>``; ``gb = gz^T 1``;
-    ``gh = gz W' + eta O (gHebb' / k)``. The same function autograd would differentiate, in
-    about half the operations: at the sizes of the seed's network every small operation costs
-    as much as a large matmul, and this is what keeps the layer's step close to
-    ``nn.Linear``'s. ``eta`` enters as the value used (clamped to ``[0, 1]``); ``eta_grad`` is
-    False when the clamp was active (zero gradient, as for ``clamp``). Not twice
-    differentiable.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, h: Tensor, weight: Tensor, alpha: Tensor, bias: Tensor | None,
-                eta: Tensor, hebb: Tensor, onehot: Tensor, eta_value: float, eta_grad: bool,
-                rows: slice | None) -> tuple[Tensor, Tensor]:
-        count = onehot.sum(0).unsqueeze_(1)
-        diff = torch.addcmul(onehot.t().mm(h), count, hebb, value=-1.0)
-        count.clamp_(min=1.0)
-        diff.div_(count)
-        new_hebb = torch.add(hebb, diff, alpha=eta_value)
-        if rows is None:
-            w, a, nh, b = weight, alpha, new_hebb, bias
-        else:
-            w, a, nh = weight[rows], alpha[rows], new_hebb[rows]
-            b = None if bias is None else bias[rows]
-        eff = torch.addcmul(w, a, nh)
-        z = h.mm(eff.t()) if b is None else torch.addmm(b, h, eff.t())
-        ctx.save_for_backward(h, a, nh, eff, diff, onehot, count)
-        ctx.meta = (eta_value, eta_grad, rows, weight.shape, bias is not None)
-        ctx.mark_non_differentiable(new_hebb)
-        return z, new_hebb
-
-    @staticmethod
-    def backward(ctx: Any, gz: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
-        h, a, nh, eff, diff, onehot, count = ctx.saved_tensors
-        eta_value, eta_grad, rows, shape, has_bias = ctx.meta
-        need = ctx.needs_input_grad
-        g_eff = gz.t().mm(h)
-        g_hebb = g_eff * a  # gradient of the loss w.r.t. the updated trace (these rows)
-        if rows is not None:
-            diff, onehot, count = diff[rows], onehot[:, rows], count[rows]
-        g_h = g_w = g_alpha = g_bias = g_eta = None
-        if need[4]:
-            g_eta = (torch.dot(g_hebb.view(-1), diff.reshape(-1)) if eta_grad
-                     else g_hebb.new_zeros(()))
-        if need[0]:
-            g_h = gz.mm(eff).addmm_(onehot, g_hebb.div_(count), alpha=eta_value)  # no copies
-        if need[1]:
-            g_w = g_eff
-        if need[2]:
-            g_alpha = g_eff * nh if need[1] else g_eff.mul_(nh)
-        if has_bias and need[3]:
-            g_bias = gz.sum(0)
-        if rows is not None:
-            index = torch.arange(rows.start, rows.stop, device=gz.device)
-            if g_w is not None:
-                g_w = g_w.new_zeros(shape).index_copy_(0, index, g_w)
-            if g_alpha is not None:
-                g_alpha = g_alpha.new_zeros(shape).index_copy_(0, index, g_alpha)
-            if g_bias is not None:
-                g_bias = g_bias.new_zeros(shape[0]).index_copy_(0, index, g_bias)
-        return g_h, g_w, g_alpha, g_bias, g_eta, None, None, None, None, None
 
 
 class DHPSoftmax(nn.Module):
@@ -312,14 +237,14 @@ class DHPSoftmax(nn.Module):
         if targets is not None and self.training:
             self._check_targets(targets, h.shape[0])
             onehot = (targets.unsqueeze(1) == self.unit_index).to(h.dtype)  # O; -1 matches none
-            eta = float(self.eta.item())
-            used = min(max(eta, 0.0), 1.0)
-            # Algorithm 1: Hebb_c <- (1 - eta) Hebb_c + eta h_bar_c for every class present,
-            # then the logits with the updated trace, in this step's graph
-            z, new_hebb = _PlasticStep.apply(h, weight, alpha, bias, self.eta, hebb, onehot,
-                                             used, used == eta, rows)
-            self._buffers["hebb"] = new_hebb  # the new trace (no graph) becomes the buffer
-            return z
+            assign = onehot / onehot.sum(0).clamp_(min=1.0)  # A = O / max(n, 1)
+            resid = torch.addmm(h, onehot, hebb, alpha=-1.0)  # R = h - O Hebb
+            eta = self.eta
+            if not 0.0 <= eta.item() <= 1.0:
+                eta = eta.clamp(0.0, 1.0)
+            # Algorithm 1: Hebb_c <- (1 - eta) Hebb_c + eta h_bar_c for every class present
+            hebb = torch.addcmul(hebb, assign.t().mm(resid), eta)
+            self.hebb = hebb.detach()  # the new trace, without its graph, becomes the buffer
         if rows is not None:
             weight, alpha, hebb = weight[rows], alpha[rows], hebb[rows]
             bias = None if bias is None else bias[rows]
