@@ -219,9 +219,17 @@ LINEAR_CONTROL = (("dhp.alpha_init_scale", 0.0), ("dhp.eta_init", 0.0))
 CONTROL_SUFFIX = ", alpha0=eta0=0"
 
 
-def table_rows(consolidation: Sequence[str], controls: str) -> list[Row]:
+PENALISED_SUFFIX = ", plastic penalised"
+
+
+def table_rows(consolidation: Sequence[str], controls: str, plastic: str = "paper") -> list[Row]:
     """fine-tune, DHP, then X and DHP+X for every X; linear controls for ``dhp`` only
-    (``controls="dhp"``), for every DHP row (``"all"``) or none (``"none"``)."""
+    (``controls="dhp"``), for every DHP row (``"all"``) or none (``"none"``).
+
+    ``plastic``: which DHP+X rows -- ``"paper"`` (alpha and eta not regularised, the paper's
+    and the library's default), ``"penalised"`` (``<X>.penalize_plastic=true``: the penalty
+    also holds alpha and eta) or ``"both"``.
+    """
     rows = [Row("finetune", "finetune")]
 
     def dhp_rows(method: str, reference: str, with_control: bool) -> list[Row]:
@@ -234,7 +242,11 @@ def table_rows(consolidation: Sequence[str], controls: str) -> list[Row]:
     rows += dhp_rows("dhp", "finetune", controls in ("dhp", "all"))
     for x in consolidation:
         rows.append(Row(x, x))
-        rows += dhp_rows(f"dhp+{x}", x, controls == "all")
+        if plastic in ("paper", "both"):
+            rows += dhp_rows(f"dhp+{x}", x, controls == "all")
+        if plastic in ("penalised", "both"):
+            rows.append(Row(f"dhp+{x}{PENALISED_SUFFIX}", f"dhp+{x}",
+                            ((f"{x}.penalize_plastic", True),), reference=x))
     return rows
 
 
@@ -294,6 +306,10 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--controls", choices=("none", "dhp", "all"), default="dhp",
                    help="linear controls (the DHP row with alpha0 = eta0 = 0, same random draws): "
                    "for dhp only (default), for every DHP row, or none")
+    p.add_argument("--plastic", choices=("paper", "penalised", "both"), default=None,
+                   help="DHP+X rows with alpha and eta unregularised (paper), regularised by X's "
+                   "penalty (<X>.penalize_plastic=true), or both (default: paper for split-mnist, "
+                   "both for the permuted benchmarks, whose output layer is shared by all tasks)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (1 thread each)")
     p.add_argument("--cache", default=str(ROOT / "runs" / "dhp_table.jsonl"),
                    help="JSON-lines cache of finished runs ('' for none)")
@@ -310,11 +326,12 @@ def main(argv: list[str] | None = None) -> str:
     cache = Path(args.cache) if args.cache else None
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-    rows = table_rows(args.consolidation, args.controls)
     chosen = BENCHMARKS if args.benchmark == "all" else (args.benchmark,)
     out = []
     for name in chosen:
         protocol = protocols()[name]
+        plastic = args.plastic or ("paper" if name == "split-mnist" else "both")
+        rows = table_rows(args.consolidation, args.controls, plastic)
         seeds = args.seeds or ([0, 1, 2, 3, 4] if name == "split-mnist" else [0, 1, 2])
         jobs = jobs_for(protocol, rows, seeds, args.quick, args.data_dir, extra)
         by_label: dict[str, list[dict[str, Any]]] = {}

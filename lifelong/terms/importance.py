@@ -633,8 +633,14 @@ def mas_local_importance(
     our choice for the heads is this exact form, ``Omega_ji = (1/N) sum |2 z_j h_i|`` over the
     logits of ``units`` (rows of other units get 0), read from a hook on ``model.head`` and mapped
     to the rows of its ``nn.Linear`` layers (:class:`~lifelong.nn.heads.SingleHead` and
-    :class:`~lifelong.nn.heads.MultiHead`). Layers that are not ``nn.Linear`` (convolutions,
-    plastic output layers) get no entry: they are not regularised by this estimator.
+    :class:`~lifelong.nn.heads.MultiHead`). A :class:`~lifelong.nn.dhp.DHPSoftmax` layer
+    (anywhere in the model) gets the same exact form from a hook on the layer itself: its logits
+    ``z_j = sum_i (w_ji + alpha_ji Hebb_ji) h_i + b_j`` give ``dz_j/dw_ji = h_i``, so
+    ``Omega(w)_ji = (1/N) sum |2 z_j h_i|`` and ``Omega(b)_j = (1/N) sum |2 z_j|`` for the rows
+    it computed, and ``Omega(alpha)_ji = Omega(w)_ji |Hebb_ji|`` (``dz_j/dalpha_ji = Hebb_ji
+    h_i``; used only when a penalty regularises plastic parameters). ``eta`` does not enter the
+    evaluation forward and gets no entry. Other layers (convolutions) get no entry: they are not
+    regularised by this estimator.
 
     Args:
         model: The model (eval mode is used; flags restored; no backward pass, no buffer change).
@@ -644,9 +650,17 @@ def mas_local_importance(
     Returns:
         ``parameter name -> Omega`` for the weights and biases of the layers above.
     """
+    from lifelong.nn.dhp import DHPSoftmax
     from lifelong.nn.heads import MultiHead, SingleHead
 
     names = {m: n for n, m in model.named_modules()}
+    plastic_io: list[tuple[DHPSoftmax, Tensor, Tensor, slice | None]] = []
+
+    def plastic_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     output: Tensor) -> None:
+        assert isinstance(module, DHPSoftmax)
+        units_ = kwargs.get("units", args[2] if len(args) > 2 else None)
+        plastic_io.append((module, args[0], output, module._rows(units_)))
     linear_records: list[list[Any]] = []  # [module, input, output, activated output or None]
     by_output: dict[int, list[Any]] = {}
 
@@ -686,6 +700,8 @@ def mas_local_importance(
             handles.append(m.register_forward_hook(linear_hook))
         elif isinstance(m, nn.ReLU):
             handles.append(m.register_forward_hook(relu_hook))
+        elif isinstance(m, DHPSoftmax):
+            handles.append(m.register_forward_hook(plastic_hook, with_kwargs=True))
     if isinstance(head, (SingleHead, MultiHead)):
         handles.append(head.register_forward_hook(head_hook, with_kwargs=True))
     kwargs: dict[str, Any] = {} if units is None else {"units": units}
@@ -698,6 +714,7 @@ def mas_local_importance(
                 linear_records.clear()
                 by_output.clear()
                 head_io.clear()
+                plastic_io.clear()
                 functional_call(model, buffers, (x,), kwargs, strict=False)
                 for module, inp, out, act in linear_records:
                     y_in = inp.reshape(-1, inp.shape[-1]).abs()
@@ -715,6 +732,15 @@ def mas_local_importance(
                             like=layer.weight)
                         if layer.bias is not None:
                             add(_join(lname, "bias"), 2.0 * zc.sum(0), rows, like=layer.bias)
+                for layer, h, z, rows in plastic_io:
+                    prefix = names[layer]
+                    za = z.reshape(-1, z.shape[-1]).abs()
+                    w_omega = 2.0 * za.t() @ h.reshape(-1, h.shape[-1]).abs()
+                    hebb = layer.hebb if rows is None else layer.hebb[rows]
+                    add(_join(prefix, "weight"), w_omega, rows, like=layer.weight)
+                    add(_join(prefix, "alpha"), w_omega * hebb.abs(), rows, like=layer.alpha)
+                    if layer.bias is not None:
+                        add(_join(prefix, "bias"), 2.0 * za.sum(0), rows, like=layer.bias)
                 count += x.shape[0]
     finally:
         for hd in handles:
@@ -722,6 +748,7 @@ def mas_local_importance(
         linear_records.clear()
         by_output.clear()
         head_io.clear()
+        plastic_io.clear()
     if count:
         for n in totals:
             totals[n] /= count

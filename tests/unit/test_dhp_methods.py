@@ -181,8 +181,10 @@ def test_penalty_covers_slow_weights_never_the_trace_nor_alpha_eta(other: str) -
     assert selected <= set(params)
     assert not any(n.endswith((".alpha", ".eta", ".hebb")) for n in selected)
     assert {"backbone.layers.0.weight", "backbone.layers.0.bias"} <= selected
-    if other != "mas-local":  # the local Hebbian estimator covers nn.Linear layers only
-        assert {f"head.heads.{t}.{p}" for t in range(3) for p in ("weight", "bias")} <= selected
+    heads = {f"head.heads.{t}.{p}" for t in range(3) for p in ("weight", "bias")}
+    assert heads <= selected
+    # every trained head has importance (with mas-local too: its estimator covers DHP-Softmax)
+    assert all(sum(float(o[n].sum()) for o in term.importances if n in o) > 0 for n in heads)
     # the penalty is a function of the selected parameters only: moving the trace, alpha and
     # eta leaves it unchanged (a slow weight is moved off the anchor first, which online
     # methods place at the end of the last task)

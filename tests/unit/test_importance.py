@@ -241,6 +241,30 @@ def test_mas_local_equals_gradient_mas_for_one_relu_layer() -> None:
     torch.testing.assert_close(local["0.weight"], by_hand)
 
 
+@pytest.mark.parametrize("units", [None, slice(1, 3)])
+def test_mas_local_on_a_dhp_softmax_layer_equals_gradient_mas(units: slice | None) -> None:
+    """DHP-Softmax's logits are linear in its slow weights: the local form 2 |z_j h_i| is the
+    gradient of its own ||z||^2 (rows outside ``units`` get 0); alpha gets it times |Hebb|."""
+    from lifelong.nn.dhp import DHPSoftmax
+
+    torch.manual_seed(0)
+    layer = DHPSoftmax(5, 4)
+    with torch.no_grad():
+        layer.hebb.copy_(torch.rand(4, 5))
+        layer.alpha.copy_(torch.rand(4, 5))
+    x = torch.randn(23, 5)
+    batches = [x[:10], x[10:]]
+    local = mas_local_importance(layer, batches, units)
+    params = {n: p for n, p in layer.named_parameters() if n != "eta"}
+    grad_based = mas_importance(layer, batches, units, params=params, linear_fast_path=False)
+    assert set(local) == {"weight", "bias", "alpha"}
+    for n in ("weight", "bias", "alpha"):
+        torch.testing.assert_close(local[n], grad_based[n])
+    if units is not None:
+        assert float(local["weight"][0].abs().sum()) == 0.0
+        assert float(local["weight"][1:3].abs().min()) > 0.0
+
+
 def test_mas_local_on_a_multi_head_model(data: tuple[Tensor, Tensor]) -> None:
     model = _tiny_model()
     x, _ = data
