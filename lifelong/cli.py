@@ -55,6 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=("text", "markdown"), default="text",
                    help="format of the printed table")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch intra-op threads (default: torch's choice). On a small shared "
+                   "machine 1 is often fastest for these small networks")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides such as train.epochs=2 ewc.lam=1e7")
     sub.add_parser("list", help="list benchmarks and methods with their hyperparameters")
@@ -83,7 +86,6 @@ def _split_seeds(seeds: list[str] | None, overrides: list[str]) -> list[int] | N
 
 def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from lifelong.report import format_table, summarize
-    from lifelong.train.run import execute
 
     extra = list(args.overrides) + list(args.set)
     seeds = _split_seeds(args.seeds, extra)
@@ -114,6 +116,8 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         overrides["data.download"] = True
     if args.quiet:
         overrides["train.progress"] = "off"
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     # Validate every (method, seed) before any training: unknown names, bad options, settings.
     configs = []
     for method in methods:
@@ -133,19 +137,37 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         layout = Layout.for_scenario(sc, s)
         cfg.model.validate(layout)
         build_recipe(cfg.method, cfg.hparams, s)
+    import torch
+
     results = []
     out_root = None if args.no_save else args.out
+    threads_before = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        results = _run_all(configs, scenarios, out_root, args.resume)
+    finally:
+        torch.set_num_threads(threads_before)
+    print()
+    print(format_table(summarize(results), fmt=args.format))
+    return results
+
+
+def _run_all(configs: list[Any], scenarios: dict[Any, Any], out_root: str | None,
+             resume: bool) -> list[dict[str, Any]]:
+    """Runs every configuration in order, printing one line per finished run."""
+    from lifelong.train.run import execute
+
+    results = []
     for i, cfg in enumerate(configs):
         key = (repr(dataclasses.asdict(cfg.data)), cfg.seed)
-        res = execute(cfg, out_root, scenario=scenarios[key], resume=args.resume)
+        res = execute(cfg, out_root, scenario=scenarios[key], resume=resume)
         s = res["summary"][res["setting"]]
         print(f"[{i + 1}/{len(configs)}] {cfg.method} on {cfg.benchmark} ({res['setting']}-IL, "
               f"seed {cfg.seed}): average accuracy {100 * s['average_accuracy']:.2f}% "
               f"in {res['timings']['total_s']:.1f}s"
               + (f" -> {res['path']}" if "path" in res else ""), flush=True)
         results.append(res)
-    print()
-    print(format_table(summarize(results), fmt=args.format))
     return results
 
 

@@ -184,6 +184,29 @@ def test_overrides_after_methods_and_with_set() -> None:
     assert results[0]["config"]["train"]["lr"] == 0.05
 
 
+def test_threads_option_applies_during_the_run_and_is_restored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import lifelong.train.run as run
+
+    seen = []
+    original = run.execute
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run, "execute", spy)
+    before = torch.get_num_threads()
+    target = 2 if before == 1 else 1
+    main(["run", *FAST, "-m", "finetune", "--no-save", "--threads", str(target),
+          "train.epochs=1"])
+    assert seen == [target] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="--threads must be >= 1, got 0"):
+        main(["run", *FAST, "-m", "finetune", "--no-save", "--threads", "0"])
+
+
 def test_config_file(tmp_path: Path) -> None:
     path = tmp_path / "exp.toml"
     path.write_text('benchmark = "synthetic"\nmethods = ["finetune", "joint"]\nseeds = [3]\n'
