@@ -794,15 +794,19 @@ class PathIntegral:
         self.prev: list[Tensor] = []
         self.grads: list[Tensor] = []
         self.omega: list[Tensor] = []
+        self._values: list[Tensor] = []
+        self._recorded: list[bool] = []
 
     def begin(self, params: Mapping[str, Tensor]) -> None:
         """Starts a task: records ``theta_start`` and resets ``omega``."""
         self.names = list(params)
         self._params = [p for p in params.values()]
+        self._values = [p.detach() for p in self._params]  # aliases: optimisers update in place
         self.start = [p.detach().clone() for p in self._params]
         self.prev = [p.detach().clone() for p in self._params]
         self.grads = [torch.zeros_like(p) for p in self._params]
         self.omega = [torch.zeros_like(p) for p in self._params]
+        self._recorded = [False] * len(self._params)
 
     def _check(self) -> None:
         if not self._params:
@@ -812,20 +816,33 @@ class PathIntegral:
         """Copies the current ``.grad`` of each parameter (the task-loss gradient when called
         before penalties are back-propagated); missing gradients count as zero."""
         self._check()
-        present = [(b, p.grad) for b, p in zip(self.grads, self._params) if p.grad is not None]
-        for b, p in zip(self.grads, self._params):
-            if p.grad is None:
-                b.zero_()
+        self._recorded = [p.grad is not None for p in self._params]
+        present = [i for i, r in enumerate(self._recorded) if r]
         if present:
-            torch._foreach_copy_([b for b, _ in present], [g.detach() for _, g in present])
+            torch._foreach_copy_([self.grads[i] for i in present],
+                                 [self._params[i].grad.detach() for i in present])
 
     def accumulate(self) -> None:
-        """``omega += -g * (theta - theta_prev)`` after an optimiser step (Eq. 3 discretised)."""
+        """``omega += -g * (theta - theta_prev)`` after an optimiser step (Eq. 3 discretised).
+
+        Only parameters that have a ``.grad`` after the step can have moved (optimisers skip the
+        others, e.g. the heads of other tasks), so the others are skipped; a parameter moved by
+        a gradient that is not the task's (a penalty's) has ``g = 0`` and only its
+        ``theta_prev`` is updated.
+        """
         self._check()
-        now = [p.detach() for p in self._params]
-        torch._foreach_sub_(self.prev, now)  # prev <- theta_prev - theta = -delta
-        torch._foreach_addcmul_(self.omega, self.grads, self.prev)  # omega += g * (-delta)
-        torch._foreach_copy_(self.prev, now)
+        moved = [i for i, p in enumerate(self._params) if p.grad is not None]
+        if not moved:
+            return
+        rec = self._recorded
+        both = [i for i in moved if rec[i]]
+        if both:
+            now = [self._values[i] for i in both]
+            prev = [self.prev[i] for i in both]
+            torch._foreach_sub_(prev, now)  # prev <- theta_prev - theta = -delta
+            torch._foreach_addcmul_([self.omega[i] for i in both],
+                                    [self.grads[i] for i in both], prev)  # omega += g (-delta)
+        torch._foreach_copy_([self.prev[i] for i in moved], [self._values[i] for i in moved])
 
     def importance(self, xi: float) -> dict[str, Tensor]:
         """``omega / ((theta_end - theta_start)^2 + xi)`` for the task (Zenke et al. Eq. 5).
@@ -843,7 +860,7 @@ class PathIntegral:
 
     def clear(self) -> None:
         """Drops the per-task buffers (after :meth:`importance`; :meth:`begin` makes new ones)."""
-        self.names, self._params = [], []
+        self.names, self._params, self._values, self._recorded = [], [], [], []
         self.start, self.prev, self.grads, self.omega = [], [], [], []
 
     def state_dict(self) -> dict[str, Any]:
@@ -867,3 +884,5 @@ class PathIntegral:
         self.omega = [state["omega"][n].clone() for n in names]
         if params is not None:
             self._params = [params[n] for n in names]
+            self._values = [p.detach() for p in self._params]
+            self._recorded = [False] * len(names)
