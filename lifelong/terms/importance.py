@@ -175,18 +175,28 @@ class _LinearTaps:
     and the ``nn.Linear`` layers of a :class:`~lifelong.nn.heads.SingleHead` /
     :class:`~lifelong.nn.heads.MultiHead` at ``model.head`` (which computes them functionally),
     through a probe on the head's output; heads of a ``MultiHead`` outside ``units`` have no
-    gradient (zero). Everything else goes to the ``vmap`` engine.
+    gradient (zero). :class:`~lifelong.nn.dhp.DHPSoftmax` layers are covered too: in eval mode
+    their logits ``z = h (W + alpha * Hebb)^T + b`` are linear in ``W`` and ``b``, so the same
+    identities hold for them, and ``dz_j/dalpha_ji = Hebb_ji h_i`` gives ``alpha`` the weight
+    statistic times ``Hebb^2`` (Fisher) or ``|Hebb|`` (MAS); ``eta`` does not enter the eval
+    forward (zero). A DHP layer not called in a forward has zero gradient for that batch.
+    Everything else goes to the ``vmap`` engine.
     """
 
     def __init__(self, model: nn.Module, selected: Iterable[str], units: slice | None):
+        from lifelong.nn.dhp import DHPSoftmax
         from lifelong.nn.heads import MultiHead, SingleHead
 
         self.selected = set(selected)
         self.units = units
         self.linears: dict[nn.Module, str] = {}
+        self.plastic: dict[nn.Module, str] = {}
         for name, m in model.named_modules():
             if isinstance(m, nn.Linear) and self._wanted(name, m):
                 self.linears[m] = name
+            elif isinstance(m, DHPSoftmax) and self._wanted(name, m):
+                self.plastic[m] = name
+        self._plastic_records: dict[nn.Module, tuple[Tensor, Tensor, slice | None, Tensor]] = {}
         self.head: nn.Module | None = None
         self.head_layers: list[tuple[nn.Linear, str, slice, slice]] = []
         self.idle_heads: list[tuple[nn.Linear, str]] = []
@@ -208,14 +218,14 @@ class _LinearTaps:
         self._head_records: list[tuple[Tensor, Tensor]] = []
         self._batch = 0
 
-    def _wanted(self, prefix: str, m: nn.Linear) -> bool:
+    def _wanted(self, prefix: str, m: nn.Module) -> bool:
         return any(_join(prefix, k) in self.selected for k, _ in m.named_parameters(recurse=False))
 
     def covered(self) -> set[str]:
         """Names of the selected parameters this fast path computes."""
         out = set()
         for m, prefix in list(self.linears.items()) + [(l, n) for l, n, *_ in self.head_layers] \
-                + self.idle_heads:
+                + self.idle_heads + list(self.plastic.items()):
             for k, _ in m.named_parameters(recurse=False):
                 if _join(prefix, k) in self.selected:
                     out.add(_join(prefix, k))
@@ -227,6 +237,18 @@ class _LinearTaps:
             raise _Unsupported(self.linears[module])
         probe = torch.zeros_like(output, requires_grad=True)
         self._records[module] = [(a.detach(), probe)]
+        return output + probe
+
+    def _plastic_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      output: Tensor) -> Tensor:
+        h = args[0]
+        if h.dim() != 2 or h.shape[0] != self._batch or module in self._plastic_records:
+            raise _Unsupported(self.plastic[module])
+        units = kwargs.get("units", args[2] if len(args) > 2 else None)
+        rows = module._rows(units)  # type: ignore[operator]
+        hebb = module.hebb if rows is None else module.hebb[rows]  # type: ignore[index]
+        probe = torch.zeros_like(output, requires_grad=True)
+        self._plastic_records[module] = (h.detach(), probe, rows, hebb.detach())
         return output + probe
 
     def _head_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -241,7 +263,10 @@ class _LinearTaps:
     def forward(self, fn: "_Functional", x: Tensor) -> Tensor:
         """Logits of ``x`` with probes attached (hooks live only during this call)."""
         self._records, self._head_records, self._batch = {}, [], x.shape[0]
+        self._plastic_records = {}
         handles = [m.register_forward_hook(self._linear_hook) for m in self.linears]
+        handles += [m.register_forward_hook(self._plastic_hook, with_kwargs=True)
+                    for m in self.plastic]
         if self.head is not None:
             handles.append(self.head.register_forward_hook(self._head_hook, with_kwargs=True))
         try:
@@ -263,6 +288,7 @@ class _LinearTaps:
                     self.head, self.head_layers, self.idle_heads = None, [], []
                 else:
                     self.linears = {m: n for m, n in self.linears.items() if n != bad}
+                    self.plastic = {m: n for m, n in self.plastic.items() if n != bad}
                 continue
             break
         self.linears = {m: n for m, n in self.linears.items() if m in self._records}
@@ -271,7 +297,8 @@ class _LinearTaps:
 
     def probes(self) -> list[Tensor]:
         out = [rec[0][1] for rec in self._records.values()]
-        return out + [p for _, p in self._head_records]
+        out += [p for _, p in self._head_records]
+        return out + [rec[1] for rec in self._plastic_records.values()]
 
     def accumulate(self, totals: dict[str, Tensor], weights: list[Tensor | None],
                    input_map: Callable[[Tensor], Tensor]) -> None:
@@ -292,6 +319,18 @@ class _LinearTaps:
                 for _, lname, cols, rows in self.head_layers:
                     self._add(totals, lname, w[:, cols], mapped, rows)
             k += 1
+        for module, (h, _, rows, hebb) in self._plastic_records.items():
+            w = weights[k]
+            k += 1
+            if w is None:
+                continue
+            prefix = self.plastic[module]
+            per_weight = w.t() @ input_map(h)
+            for key, value in (("weight", per_weight), ("bias", w.sum(0)),
+                               ("alpha", per_weight * input_map(hebb))):
+                target = totals.get(_join(prefix, key))
+                if target is not None:
+                    (target if rows is None else target[rows]).add_(value)
 
     @staticmethod
     def _add(totals: dict[str, Tensor], prefix: str, w: Tensor, a: Tensor,

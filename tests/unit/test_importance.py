@@ -47,6 +47,58 @@ def data() -> tuple[Tensor, Tensor]:
 # ------------------------------------------------------------------------------------- Fisher
 
 
+def _dhp_model(head: str, seed: int = 0) -> ContinualModel:
+    """A tiny MLP whose output layers are DHP-Softmax with non-trivial alpha and trace."""
+    from lifelong.nn.dhp import DHPSoftmax
+
+    torch.manual_seed(seed)
+    head_module = (MultiHead(4, [2, 2, 2], DHPSoftmax) if head == "multi"
+                   else SingleHead(4, 6, DHPSoftmax))
+    model = ContinualModel(MLP(6, (5, 4)), head_module)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, DHPSoftmax):
+                m.alpha.uniform_(-1.0, 1.0)
+                m.hebb.uniform_(0.0, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("head", ["multi", "single"])
+@pytest.mark.parametrize("variant", ["true", "empirical", "predicted", "mas"])
+def test_dhp_layers_take_the_fast_path_and_match_vmap(data: tuple[Tensor, Tensor], head: str,
+                                                      variant: str) -> None:
+    """Fisher and MAS of DHP-Softmax layers (weight, bias, alpha; eta has no eval gradient)
+    through the probe identities equal ``vmap`` per-sample gradients, and the trace is left
+    exactly as it was."""
+    model = _dhp_model(head)
+    x, y = data
+    units = slice(2, 4)
+    params = select_parameters(model, penalize_plastic=True)
+    assert any(n.endswith(".alpha") for n in params) and any(n.endswith(".eta") for n in params)
+    traces = [b.clone() for n, b in model.named_buffers() if n.endswith("hebb")]
+
+    def estimate(fast: bool) -> dict[str, Tensor]:
+        if variant == "mas":
+            return mas_importance(model, _batches(x, y, 9), units, params=params,
+                                  linear_fast_path=fast)
+        return fisher_diagonal(model, _batches(x, y, 9), units, variant=variant, params=params,
+                               linear_fast_path=fast)
+
+    from lifelong.terms.importance import _Functional, _LinearTaps
+
+    fn = _Functional(model, params, units)
+    taps = _LinearTaps(model, fn.names, units)
+    taps.calibrate(fn, x[:9])
+    assert taps.covered() == set(params)  # nothing left for the slow vmap engine
+    fast, slow = estimate(True), estimate(False)
+    _close(fast, slow, rtol=1e-4, atol=1e-6)
+    layer = "head.heads.1" if head == "multi" else "head.layer"
+    assert float(fast[f"{layer}.alpha"].abs().sum()) > 0
+    assert all(float(v.abs().sum()) == 0 for n, v in fast.items() if n.endswith(".eta"))
+    assert all(torch.equal(a, b) for a, b in
+               zip(traces, [b for n, b in model.named_buffers() if n.endswith("hebb")]))
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_fisher_of_logistic_regression_is_analytic(fast: bool) -> None:
     # z = W x + b with 2 classes, p = softmax(z). d log p_c / d W_k = (1[c=k] - p_k) x, so
