@@ -345,3 +345,19 @@ def test_reference_configs_match_the_protocol_and_the_methods_own_files(other: s
     assert mine_doc[other] == their_doc[other]
     for section in ("data", "model", "train"):
         assert mine_doc[section] == their_doc[section]
+
+
+@pytest.mark.parametrize("other", CONSOLIDATION)
+def test_permuted_dhp_configs_are_the_methods_own_plus_the_plastic_penalty(other: str) -> None:
+    """``configs/permuted-mnist-dhp-<X>.toml`` = ``configs/permuted-mnist-<X>.toml`` with DHP
+    and ``<X>.penalize_plastic = true`` (the shared output layer needs it; docs/dhp.md)."""
+    mine = tomllib.loads((CONFIGS / f"permuted-mnist-dhp-{other}.toml").read_text())
+    theirs = tomllib.loads((CONFIGS / f"permuted-mnist-{other}.toml").read_text())
+    assert mine["method"] == f"dhp+{other}"
+    assert (mine["benchmark"], mine["setting"]) == (theirs["benchmark"], theirs["setting"])
+    for section in ("data", "model", "train"):
+        assert mine[section] == theirs[section]
+    assert mine[other] == {**theirs[other], "penalize_plastic": True}
+    top, overrides = load_toml(CONFIGS / f"permuted-mnist-dhp-{other}.toml")
+    cfg = make_config(top["benchmark"], top["method"], 0, top["setting"], overrides)
+    assert cfg.hparams["dhp"] == DHPConfig() and cfg.hparams[other].penalize_plastic
