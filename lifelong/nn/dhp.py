@@ -244,7 +244,9 @@ class DHPSoftmax(nn.Module):
                 eta = eta.clamp(0.0, 1.0)
             # Algorithm 1: Hebb_c <- (1 - eta) Hebb_c + eta h_bar_c for every class present
             hebb = torch.addcmul(hebb, assign.t().mm(resid), eta)
-            self.hebb = hebb.detach()  # the new trace, without its graph, becomes the buffer
+            # the new trace, without its graph, becomes the buffer (set in the buffer table
+            # directly: nn.Module.__setattr__'s checks cost as much as a tensor op here)
+            self._buffers["hebb"] = hebb.detach()
         if rows is not None:
             weight, alpha, hebb = weight[rows], alpha[rows], hebb[rows]
             bias = None if bias is None else bias[rows]
