@@ -13,7 +13,8 @@
 
 Needs real MNIST (``LIFELONG_DATA`` or ``--data-dir``). Usage::
 
-    python benchmarks/consolidation_cost.py [--epochs 10] [--threads 1] [--skip-time]
+    python benchmarks/consolidation_cost.py [--epochs 10] [--threads 1] [--methods si ewc]
+                                            [--skip-time]
 """
 
 from __future__ import annotations
@@ -47,14 +48,14 @@ def tensor_bytes(obj: Any) -> int:
     return 0
 
 
-def wall_times(epochs: int, data_dir: str | None) -> None:
+def wall_times(epochs: int, data_dir: str | None, methods: tuple[str, ...] = METHODS) -> None:
     overrides = {"train.epochs": epochs, "train.progress": "off"}
     if data_dir:
         overrides["data.data_dir"] = data_dir
     cfg0 = make_config("split-mnist", "finetune", 0, None, overrides)
     scenario = build_scenario("split-mnist", cfg0.data, 0)
     rows = []
-    for method in ("finetune", *METHODS, "finetune"):
+    for method in ("finetune", *methods, "finetune"):
         cfg = make_config("split-mnist", method, 0, None, overrides)
         t0 = time.perf_counter()
         res = execute(cfg, None, scenario=scenario)
@@ -102,11 +103,13 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=10, help="PermutedMNIST tasks for the memory")
     ap.add_argument("--iterations", type=int, default=5, help="iterations per permuted task")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                    metavar="METHOD", help=f"methods to time (default: {' '.join(METHODS)})")
     ap.add_argument("--skip-time", action="store_true", help="only the memory table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.skip_time:
-        wall_times(args.epochs, args.data_dir)
+        wall_times(args.epochs, args.data_dir, tuple(args.methods))
     state_memory(args.tasks, args.iterations, args.data_dir)
 
 

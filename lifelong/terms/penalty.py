@@ -470,6 +470,9 @@ class SIPenalty(QuadraticPenalty):
     back-propagated) and ``delta`` the step just taken; at the task's end
     ``Omega += omega / ((theta_end - theta_start)^2 + xi)`` (Eq. 5), kept across tasks (online
     mode, ``gamma=1``) with the latest anchor. Loss ``c * sum Omega (theta - theta*)^2`` (Eq. 4).
+    With the run's optimiser taking the plain SGD step (no momentum, weight decay or
+    ``maximize``) the sum is accumulated as ``omega += lr * g * grad`` (``delta = -lr * grad``,
+    exact, no copy of the previous parameters; :class:`PathIntegral`).
 
     Args:
         c: Penalty strength.
@@ -490,7 +493,7 @@ class SIPenalty(QuadraticPenalty):
 
     def on_task_start(self, ctx: "TrainContext") -> None:
         super().on_task_start(ctx)
-        self.path.begin(select_parameters(ctx.model, self.penalize_plastic))
+        self.path.begin(select_parameters(ctx.model, self.penalize_plastic), ctx.optimizer)
 
     def on_after_backward(self, ctx: "TrainContext") -> None:
         self.path.record_gradients()

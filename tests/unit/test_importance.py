@@ -3,8 +3,11 @@ integral, untouched BatchNorm statistics and train/eval flags."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.nn.backbones import MLP
@@ -16,6 +19,7 @@ from lifelong.terms.importance import (
     fisher_diagonal_loop,
     mas_importance,
     mas_local_importance,
+    plain_sgd_groups,
     select_parameters,
 )
 
@@ -345,7 +349,8 @@ def test_mas_local_on_a_multi_head_model(data: tuple[Tensor, Tensor]) -> None:
 # ------------------------------------------------------------------------------------- SI
 
 
-def test_si_path_integral_on_a_quadratic_with_known_answer() -> None:
+@pytest.mark.parametrize("sgd_form", [False, True])
+def test_si_path_integral_on_a_quadratic_with_known_answer(sgd_form: bool) -> None:
     # L = 1/2 sum a_i theta_i^2, plain SGD: g = a theta, delta = -lr g, so
     # omega = sum_t -g_t * delta_t = lr sum_t g_t^2 with theta_t = (1 - lr a)^t theta_0.
     a = torch.tensor([0.5, 1.0, 2.0])
@@ -354,7 +359,8 @@ def test_si_path_integral_on_a_quadratic_with_known_answer() -> None:
     theta = nn.Parameter(theta0.clone())
     opt = torch.optim.SGD([theta], lr=lr)
     path = PathIntegral()
-    path.begin({"theta": theta})
+    path.begin({"theta": theta}, opt if sgd_form else None)
+    assert path.plain_sgd is sgd_form
     for _ in range(steps):
         opt.zero_grad()
         (0.5 * (a * theta.square()).sum()).backward()
@@ -383,6 +389,75 @@ def test_si_uses_the_data_gradient_not_the_penalty() -> None:
     path.accumulate()
     delta = -0.1 * (3.0 + 20.0 * torch.tensor([1.0, 2.0]))
     torch.testing.assert_close(path.omega[0], -3.0 * delta)
+
+
+def _si_run(optimizer_factory: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+            use_optimizer: bool, steps: int = 6) -> tuple[PathIntegral, nn.Module]:
+    """A few steps of a small MLP with SI's loop order (a penalty-like gradient added after
+    the data gradient is recorded; the second head gets no gradient and never moves)."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"body": nn.Linear(5, 4), "a": nn.Linear(4, 3), "b": nn.Linear(4, 3)})
+    params = dict(model.named_parameters())
+    opt = optimizer_factory(list(params.values()))
+    path = PathIntegral()
+    path.begin(params, opt if use_optimizer else None)
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model["a"](torch.relu(model["body"](x))), y).backward()
+        path.record_gradients()
+        with torch.no_grad():  # a penalty's gradient: moves the body, not counted in g
+            model["body"].weight.grad.add_(model["body"].weight, alpha=0.3)
+        opt.step()
+        path.accumulate()
+    return path, model
+
+
+def test_si_sgd_form_equals_the_general_form() -> None:
+    # Plain SGD: delta = -lr * grad, so omega += lr * g * grad is the same sum as
+    # omega += -g * (theta - theta_prev), without keeping theta_prev.
+    def sgd(ps: list[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD([{"params": ps[:2], "lr": 0.05}, {"params": ps[2:], "lr": 0.2}])
+
+    fast, _ = _si_run(sgd, use_optimizer=True)
+    slow, _ = _si_run(sgd, use_optimizer=False)
+    assert fast.plain_sgd and not slow.plain_sgd and fast.prev == []
+    for a, b, name in zip(fast.omega, slow.omega, fast.names):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-9, msg=name)
+    assert fast.omega[0].abs().sum() > 0  # the body moved
+    assert all(float(w.abs().sum()) == 0.0 for w, n in zip(fast.omega, fast.names)
+               if n.startswith("b."))  # the idle head did not
+
+
+def test_plain_sgd_groups_recognises_only_the_plain_sgd_step() -> None:
+    ps = [nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    opt = torch.optim.SGD(ps[:2], lr=0.1)
+    groups = plain_sgd_groups(opt, ps)
+    assert groups is not None and groups[0] is opt.param_groups[0] and groups[2] is None
+    assert plain_sgd_groups(None, ps) is None
+    for other in (torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+                  torch.optim.SGD(ps, lr=0.1, weight_decay=1e-4),
+                  torch.optim.SGD(ps, lr=0.1, maximize=True),
+                  torch.optim.Adam(ps, lr=0.1)):
+        assert plain_sgd_groups(other, ps) is None
+    # an optimiser that is not plain SGD keeps the general form, which stays exact
+    fast, _ = _si_run(lambda q: torch.optim.SGD(q, lr=0.1, momentum=0.9), use_optimizer=True)
+    slow, _ = _si_run(lambda q: torch.optim.SGD(q, lr=0.1, momentum=0.9), use_optimizer=False)
+    assert not fast.plain_sgd
+    for a, b in zip(fast.omega, slow.omega):
+        assert torch.equal(a, b)
+
+
+def test_path_integral_state_round_trip_in_the_sgd_form() -> None:
+    path, model = _si_run(lambda q: torch.optim.SGD(q, lr=0.1), use_optimizer=True)
+    state = path.state_dict()
+    assert state["plain_sgd"] is True and state["prev"] == {}
+    other = PathIntegral()
+    other.load_state_dict(state, dict(model.named_parameters()))
+    for n in path.names:
+        torch.testing.assert_close(other.importance(0.1)[n], path.importance(0.1)[n])
+    with pytest.raises(RuntimeError, match=r"call begin\(params, optimizer\)"):
+        other.accumulate()
 
 
 def test_path_integral_state_round_trip() -> None:
