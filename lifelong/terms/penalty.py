@@ -284,17 +284,13 @@ class QuadraticPenalty(Term):
                                 self.strength, self._const, *params)
 
     def _gradient_scales(self) -> list[Tensor]:
-        """``2 strength S`` per parameter (rebuilt when the strength or ``S`` changed)."""
+        """``2 strength S`` per parameter (rebuilt when the strength or ``S`` changed), and
+        with it ``self._grad_offsets = 2 strength S m`` for :meth:`accumulate_gradient`."""
         if self._grad_strength != self.strength or not self._grad_scales:
             self._grad_scales = torch._foreach_mul(self._scales, 2.0 * self.strength)
             self._grad_offsets = torch._foreach_mul(self._grad_scales, self._centers)
             self._grad_strength = self.strength
         return self._grad_scales
-
-    def _gradient_offsets(self) -> list[Tensor]:
-        """``2 strength S m`` per parameter (built with :meth:`_gradient_scales`)."""
-        self._gradient_scales()
-        return self._grad_offsets
 
     @torch.no_grad()
     def accumulate_gradient(self, model: nn.Module) -> None:
