@@ -3,8 +3,8 @@
 1. Wall time of ``finetune``, ``ewc``, ``online-ewc``, ``si``, ``mas`` and ``mas-local`` on
    SplitMNIST under the DHP protocol (multi-head MLP 784-256-256, SGD 0.01, batch 64), with
    ``--epochs`` epochs per task (default 10, the protocol; fewer make the ratio slightly
-   pessimistic, since the once-per-task importance estimate weighs more). Fine-tune runs first
-   and last; its mean is the reference.
+   pessimistic, since the once-per-task importance estimate weighs more). Fine-tune runs before
+   every round and once more at the end; its median is the reference.
 2. Bytes of the method state (every tensor in the term's ``state_dict()``) after each of 10
    PermutedMNIST tasks (MLP 784-1000-1000, the permuted protocol's model), training only a few
    iterations per task on a small fraction of the data (the state's size does not depend on
@@ -14,12 +14,16 @@
 Needs real MNIST (``LIFELONG_DATA`` or ``--data-dir``). Usage::
 
     python benchmarks/consolidation_cost.py [--epochs 10] [--threads 1] [--methods si ewc]
-                                            [--skip-time]
+                                            [--rounds 3] [--skip-time]
+
+With ``--rounds R`` every method runs R times, alternating with fine-tune, and the medians are
+compared (wall times on a shared machine swing by +-5 % from run to run).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from typing import Any
 
@@ -48,25 +52,39 @@ def tensor_bytes(obj: Any) -> int:
     return 0
 
 
-def wall_times(epochs: int, data_dir: str | None, methods: tuple[str, ...] = METHODS) -> None:
+def wall_times(epochs: int, data_dir: str | None, methods: tuple[str, ...] = METHODS,
+               rounds: int = 1) -> None:
+    """Times every method ``rounds`` times, alternating with fine-tune (which also runs once
+    more at the end), and prints each method's median time over the median fine-tune time."""
+    if rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {rounds}")
     overrides = {"train.epochs": epochs, "train.progress": "off"}
     if data_dir:
         overrides["data.data_dir"] = data_dir
     cfg0 = make_config("split-mnist", "finetune", 0, None, overrides)
     scenario = build_scenario("split-mnist", cfg0.data, 0)
-    rows = []
-    for method in ("finetune", *methods, "finetune"):
+    times: dict[str, list[float]] = {m: [] for m in ("finetune", *methods)}
+    accuracy: dict[str, float] = {}
+    order = [m for _ in range(rounds) for m in ("finetune", *methods)] + ["finetune"]
+    for i, method in enumerate(order):
         cfg = make_config("split-mnist", method, 0, None, overrides)
         t0 = time.perf_counter()
         res = execute(cfg, None, scenario=scenario)
-        rows.append((method, time.perf_counter() - t0, res["summary"]["task"]["average_accuracy"]))
-    ref = (rows[0][1] + rows[-1][1]) / 2
+        times[method].append(time.perf_counter() - t0)
+        accuracy[method] = res["summary"]["task"]["average_accuracy"]
+        print(f"  [{i + 1}/{len(order)}] {method}: {times[method][-1]:.1f} s", flush=True)
+    ref = statistics.median(times["finetune"])
+    runs = ", ".join(f"{t:.1f}" for t in times["finetune"])
     print(f"SplitMNIST, DHP protocol, {epochs} epoch(s) per task, seed 0, "
-          f"torch threads {torch.get_num_threads()}; fine-tune reference {ref:.1f} s "
-          f"(runs: {rows[0][1]:.1f} s, {rows[-1][1]:.1f} s)")
-    print(f"  {'method':12s} {'wall (s)':>9s} {'x fine-tune':>12s} {'task-IL acc':>12s}")
-    for method, t, acc in rows[1:-1]:
-        print(f"  {method:12s} {t:9.1f} {t / ref:12.2f} {100 * acc:11.2f}%")
+          f"torch threads {torch.get_num_threads()}, {rounds} round(s); fine-tune reference "
+          f"(median) {ref:.1f} s (runs: {runs} s)")
+    print(f"  {'method':12s} {'wall (s)':>9s} {'x fine-tune':>12s} {'range':>13s} "
+          f"{'task-IL acc':>12s}")
+    for method in methods:
+        t = statistics.median(times[method])
+        lo, hi = min(times[method]) / ref, max(times[method]) / ref
+        print(f"  {method:12s} {t:9.1f} {t / ref:12.2f} {lo:6.2f}-{hi:<6.2f} "
+              f"{100 * accuracy[method]:11.2f}%")
 
 
 def state_memory(n_tasks: int, iterations: int, data_dir: str | None) -> None:
@@ -85,7 +103,8 @@ def state_memory(n_tasks: int, iterations: int, data_dir: str | None) -> None:
         model = build_model(scenario, layout, cfg.model)
         sizes: list[int] = []
         fit(model, scenario, layout, recipe, cfg.train, seed=0,
-            checkpoint=lambda state: sizes.append(tensor_bytes(recipe.terms[0].state_dict())))
+            checkpoint=lambda state, sizes=sizes, recipe=recipe: sizes.append(
+                tensor_bytes(recipe.terms[0].state_dict())))
         table[method] = sizes
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\nPermutedMNIST ({n_tasks} tasks, domain-IL, MLP 784-1000-1000, {n_params} parameters"
@@ -105,11 +124,13 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                     metavar="METHOD", help=f"methods to time (default: {' '.join(METHODS)})")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="timing rounds (methods alternate with fine-tune; medians reported)")
     ap.add_argument("--skip-time", action="store_true", help="only the memory table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.skip_time:
-        wall_times(args.epochs, args.data_dir, tuple(args.methods))
+        wall_times(args.epochs, args.data_dir, tuple(args.methods), args.rounds)
     state_memory(args.tasks, args.iterations, args.data_dir)
 
 

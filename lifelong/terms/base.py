@@ -13,6 +13,13 @@ implement :meth:`Term.add_gradient`: the loop then calls it every step instead o
 back-propagating :meth:`Term.loss`, and evaluates :meth:`Term.loss` (under ``no_grad``) only on
 the steps it logs. For a quadratic penalty over every weight of a small network this halves the
 cost of a step's penalty (its value costs as much memory traffic as its gradient).
+
+When the optimiser takes the plain SGD step (``torch.optim.SGD`` without momentum, weight decay
+or ``maximize``) the loop sets ``ctx.penalty_steps`` and such a penalty may instead move the
+parameters by its own SGD step, ``theta <- theta - lr * grad(penalty)``, right before the
+optimiser's step: exactly the update the optimiser would make with the gradient added to
+``.grad``, without writing the gradient. The loop does not allow it when a term declares
+``observes_gradient_steps`` (it reads each step from ``.grad``, as SI's path integral does).
 """
 
 from __future__ import annotations
@@ -70,11 +77,15 @@ class Term:
         penalty: ``True`` if the loss depends on parameters only (see module docstring).
         direct_gradient: ``True`` if the term adds its gradient itself (:meth:`add_gradient`);
             only for penalties.
+        observes_gradient_steps: ``True`` if the term infers the optimiser's step from
+            ``.grad`` (SI's plain-SGD path integral): the loop then keeps every penalty's
+            gradient in ``.grad`` (``ctx.penalty_steps`` is ``False``).
     """
 
     name: str = "term"
     penalty: bool = False
     direct_gradient: bool = False
+    observes_gradient_steps: bool = False
 
     def on_task_start(self, ctx: "TrainContext") -> None:
         """Called before the first step of a task (after the optimiser is built)."""
@@ -88,8 +99,10 @@ class Term:
 
     def add_gradient(self, ctx: "TrainContext") -> None:
         """Adds the gradient of :meth:`loss` to the parameters' ``.grad`` (accumulating, as a
-        backward pass does). Called every step, after :meth:`on_after_backward`, for terms
-        with ``penalty = direct_gradient = True`` only."""
+        backward pass does), or, when ``ctx.penalty_steps`` is set, may take its own plain-SGD
+        step instead (module docstring). Called every step, after :meth:`on_after_backward` and
+        right before ``optimizer.step()``, for terms with ``penalty = direct_gradient = True``
+        only."""
         raise NotImplementedError(f"term {self.name!r} sets direct_gradient but does not "
                                   "implement add_gradient()")
 

@@ -32,7 +32,7 @@ shape changed since its anchor was taken is an error.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -45,6 +45,7 @@ from lifelong.terms.importance import (
     fisher_diagonal,
     mas_importance,
     mas_local_importance,
+    plain_sgd_groups,
     plastic_parameter_names,
     select_parameters,
 )
@@ -109,7 +110,12 @@ class QuadraticPenalty(Term):
     closed-form gradient ``2 strength S (theta - m)`` straight into ``.grad``
     (:meth:`accumulate_gradient`: two in-place multi-tensor ops, no autograd graph, the product
     ``2 strength S m`` precomputed) and its value is computed only on logged steps;
-    :meth:`penalty_value` gives the differentiable value for anyone else. The per-task pairs are
+    :meth:`penalty_value` gives the differentiable value for anyone else. When the optimiser
+    takes the plain SGD step and the loop allows it (``ctx.penalty_steps``), the term takes the
+    penalty's share of that step itself instead (:meth:`sgd_step`):
+    ``theta <- theta - lr 2 strength S (theta - m) = lerp(theta, m, lr 2 strength S)``, one
+    in-place pass, after which the optimiser's step ``- lr * grad`` completes exactly the update
+    ``- lr (grad + 2 strength S (theta - m))``. The per-task pairs are
     kept (they are the method's state) and the combined ``S, m, C`` are rebuilt when a task is
     added or the state is loaded.
 
@@ -152,6 +158,8 @@ class QuadraticPenalty(Term):
         self._grad_scales: list[Tensor] = []  # 2 strength S (built lazily for self.strength)
         self._grad_offsets: list[Tensor] = []  # 2 strength S m (likewise)
         self._grad_strength = math.nan
+        self._step_weights: list[Tensor] = []  # lr 2 strength S (built lazily for the lrs)
+        self._step_key: tuple[Any, ...] | None = None
         self._const = 0.0
         self._params: list[nn.Parameter] | None = None
         self._params_of: int | None = None
@@ -250,6 +258,7 @@ class QuadraticPenalty(Term):
         self._names, self._shapes = kept, shapes
         self._scales, self._centers = scales, centers
         self._grad_scales, self._grad_offsets = [], []
+        self._step_weights, self._step_key = [], None
         self._const = const
 
     def _resolve(self, model: nn.Module) -> list[nn.Parameter]:
@@ -338,8 +347,59 @@ class QuadraticPenalty(Term):
         return self.penalty_value(ctx.model)
 
     def add_gradient(self, ctx: "TrainContext") -> None:
-        """The loop's per-step hook for this penalty: :meth:`accumulate_gradient`."""
+        """The loop's per-step hook for this penalty, right before the optimiser's step:
+        :meth:`sgd_step` when the loop allows it (``ctx.penalty_steps``) and the optimiser
+        takes the plain SGD step (:func:`~lifelong.terms.importance.plain_sgd_groups`),
+        otherwise :meth:`accumulate_gradient`."""
+        if ctx.penalty_steps and self._names and self.strength != 0.0:
+            groups = plain_sgd_groups(ctx.optimizer, self._resolve(ctx.model))
+            if groups is not None:
+                self.sgd_step(ctx.model, [None if g is None else float(g["lr"]) for g in groups])
+                return
         self.accumulate_gradient(ctx.model)
+
+    @torch.no_grad()
+    def sgd_step(self, model: nn.Module, lrs: Sequence[float | None]) -> None:
+        """Moves every penalised parameter by the penalty's plain-SGD step,
+        ``theta <- theta - lr 2 strength S (theta - m)``, in place.
+
+        Written ``theta <- lerp(theta, m, lr 2 strength S)`` (one multi-tensor pass, the weight
+        ``lr 2 strength S`` rebuilt only when a learning rate, the strength or ``S`` changed).
+        Followed by the optimiser's plain step ``theta <- theta - lr * grad`` it gives exactly
+        the step of :meth:`accumulate_gradient` + ``optimizer.step()``, up to float rounding,
+        without writing the gradient: parameters without a gradient of their own (the heads
+        of past tasks) need no ``.grad`` and are not visited by the optimiser. Frozen
+        parameters (no ``requires_grad``) and those whose learning rate is ``None`` (not held
+        by the optimiser) do not move.
+
+        Args:
+            model: The model holding the penalised parameters.
+            lrs: Learning rate of each penalised parameter, in the order of
+                :meth:`penalised_names`.
+
+        Raises:
+            ValueError: ``lrs`` does not have one entry per penalised parameter.
+        """
+        if not self._names or self.strength == 0.0:
+            return
+        params = self._resolve(model)
+        if len(lrs) != len(params):
+            raise ValueError(f"{self.name}: sgd_step needs one learning rate per penalised "
+                             f"parameter ({len(params)}: {self._names}), got {len(lrs)}")
+        key = (self.strength, tuple(lrs))
+        if key != self._step_key:
+            self._step_weights = [s.mul(2.0 * self.strength * (lr or 0.0))
+                                  for s, lr in zip(self._scales, lrs)]
+            self._step_key = key
+        live = [i for i, (p, lr) in enumerate(zip(params, lrs)) if p.requires_grad and lr]
+        if live:
+            torch._foreach_lerp_([params[i].detach() for i in live],
+                                 [self._centers[i] for i in live],
+                                 [self._step_weights[i] for i in live])
+
+    def penalised_names(self) -> list[str]:
+        """Names of the parameters the penalty currently regularises (non-zero importance)."""
+        return list(self._names)
 
     def on_task_start(self, ctx: "TrainContext") -> None:
         self._params = None  # parameters may have been added or replaced between tasks
@@ -480,7 +540,10 @@ class SIPenalty(QuadraticPenalty):
     mode, ``gamma=1``) with the latest anchor. Loss ``c * sum Omega (theta - theta*)^2`` (Eq. 4).
     With the run's optimiser taking the plain SGD step (no momentum, weight decay or
     ``maximize``) the sum is accumulated as ``omega += lr * g * grad`` (``delta = -lr * grad``,
-    exact, no copy of the previous parameters; :class:`PathIntegral`).
+    exact, no copy of the previous parameters; :class:`PathIntegral`). That form reads each step
+    from ``.grad``, so the term sets ``observes_gradient_steps``: in a run with SI every
+    penalty, its own included, adds its gradient to ``.grad`` rather than taking its own SGD
+    step (:meth:`QuadraticPenalty.sgd_step`).
 
     Args:
         c: Penalty strength.
@@ -488,6 +551,8 @@ class SIPenalty(QuadraticPenalty):
         penalize_plastic: Also regularise plastic parameters.
         name: Term name.
     """
+
+    observes_gradient_steps = True
 
     def __init__(self, c: float, xi: float = 0.1, penalize_plastic: bool = False,
                  name: str = "si"):

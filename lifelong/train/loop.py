@@ -94,6 +94,9 @@ class TrainContext:
         task_step: Optimiser steps taken so far in this task.
         train_x: Inputs of the current task's training data (permutation applied).
         train_y: Labels of ``train_x``.
+        penalty_steps: Whether direct-gradient penalties may take their own plain-SGD step
+            instead of adding their gradient to ``.grad`` (:mod:`lifelong.terms.base`); the loop
+            sets it unless a term observes the steps through ``.grad``.
     """
 
     model: nn.Module
@@ -107,6 +110,7 @@ class TrainContext:
     task_step: int = 0
     train_x: Tensor | None = None
     train_y: Tensor | None = None
+    penalty_steps: bool = False
 
     @property
     def task(self) -> Task:
@@ -251,7 +255,8 @@ def fit(
     direct_terms = [t for t in terms if t.penalty and t.direct_gradient]
     n_tasks = len(scenario.tasks)
     gen = torch.Generator().manual_seed(seed)
-    ctx = TrainContext(model=model, scenario=scenario, layout=layout, config=config, generator=gen)
+    ctx = TrainContext(model=model, scenario=scenario, layout=layout, config=config, generator=gen,
+                       penalty_steps=not any(t.observes_gradient_steps for t in terms))
     acc = {s: np.full((n_tasks, n_tasks), np.nan) for s in layout.eval_settings}
     baseline = None
     losses: dict[str, list[list[float]]] = {t.name: [] for t in terms}
@@ -341,15 +346,15 @@ def fit(
                 term.on_after_backward(ctx)
             if pen_loss is not None and pen_loss.requires_grad:
                 pen_loss.backward()
-            for term in direct_terms:
-                term.add_gradient(ctx)
             logging = count + 1 == config.log_every or ctx.task_step + 1 == n_steps
-            if logging and direct_terms:  # their value: only on the steps that are logged
-                with torch.no_grad():
+            if logging and direct_terms:  # their value: only on the steps that are logged, at
+                with torch.no_grad():  # the parameters of this step (before any penalty step)
                     for term in direct_terms:
                         v = term.loss(ctx, batch)
                         if v is not None:
                             points[term.name] = float(v)
+            for term in direct_terms:
+                term.add_gradient(ctx)
             optimizer.step()
             ctx.step += 1
             ctx.task_step += 1

@@ -274,6 +274,49 @@ def test_penalty_gradient_is_added_after_on_after_backward(synthetic: Scenario) 
     assert "known" in res.losses and len(res.losses["known"]) == len(res.losses["ce"])
 
 
+class StepWatcher(Term):
+    """Records ``ctx.penalty_steps``; with ``observes=True`` it declares that it reads the
+    steps from ``.grad`` (as SI does)."""
+
+    name = "watch"
+
+    def __init__(self, observes: bool = False):
+        self.observes_gradient_steps = observes
+        self.flags: list[bool] = []
+
+    def on_task_start(self, ctx: TrainContext) -> None:
+        self.flags.append(ctx.penalty_steps)
+
+
+@pytest.mark.parametrize("method", ["ewc", "mas"])
+def test_penalties_take_their_own_sgd_step_unless_a_term_observes_steps(
+        synthetic: Scenario, method: str) -> None:
+    """With plain SGD a penalty steps the parameters itself (``ctx.penalty_steps``), and the
+    run matches the one where it adds its gradient to ``.grad`` (forced by a term that observes
+    the steps) up to rounding; with SI in the recipe the flag is off."""
+    runs = []
+    for observes in (False, True):
+        layout, recipe, model, config = prepare(synthetic, method=method, epochs=2)
+        watch = StepWatcher(observes)
+        recipe.terms += [watch]
+        res = fit(model, synthetic, layout, recipe, config, seed=0)
+        assert watch.flags == [not observes] * len(synthetic.tasks)
+        runs.append((res, [p.detach().clone() for p in model.parameters()]))
+    (a, pa), (b, pb) = runs
+    for p, q in zip(pa, pb):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    for s in a.accuracy:
+        np.testing.assert_allclose(a.accuracy[s], b.accuracy[s], atol=0.02)
+    # the logged penalty is its value before the step, in both forms
+    np.testing.assert_allclose(np.array(a.losses[method])[:, 1], np.array(b.losses[method])[:, 1],
+                               rtol=1e-3, atol=1e-6)
+    layout, recipe, model, config = prepare(synthetic, method="si")
+    watch = StepWatcher()
+    recipe.terms += [watch]
+    fit(model, synthetic, layout, recipe, config, seed=0)
+    assert watch.flags == [False] * len(synthetic.tasks)
+
+
 def test_on_task_end_runs_before_evaluation(synthetic: Scenario) -> None:
     class ZeroAtEnd(Term):
         name = "zero"

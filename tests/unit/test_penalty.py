@@ -92,6 +92,45 @@ def test_direct_gradient_equals_backward_of_the_value() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.parametrize("lr", [0.1, 0.003])
+def test_own_sgd_step_equals_the_gradient_step(lr: float) -> None:
+    """``sgd_step`` then the optimiser's plain step moves every parameter exactly as
+    ``accumulate_gradient`` then the same step (up to rounding): with a data gradient on one
+    parameter, none on the others (a past head) and a frozen one left in place; ``.grad`` is not
+    written."""
+    models, pens, opts = [], [], []
+    deltas = [{n: 0.4 * torch.randn_like(p) for n, p in _model().named_parameters()}
+              for _ in range(2)]
+    for _ in range(2):
+        model = _model()
+        pen = QuadraticPenalty(strength=3.0, mode="per-task")
+        for t in range(2):
+            pen.consolidate(_rand_like_params(model, 40 + t), model)
+            _shift(model, deltas[t])
+        model[2].bias.requires_grad_(False)
+        model[0].weight.grad = torch.linspace(-1, 1, 12).view(3, 4)  # the data gradient
+        models.append(model)
+        pens.append(pen)
+        opts.append(torch.optim.SGD(model.parameters(), lr=lr))
+    frozen = models[0][2].bias.detach().clone()
+    pens[0].accumulate_gradient(models[0])
+    assert pens[1].penalised_names() == [n for n, _ in models[1].named_parameters()]
+    pens[1].sgd_step(models[1], [lr] * len(pens[1].penalised_names()))
+    assert models[1][2].weight.grad is None  # nothing written
+    torch.testing.assert_close(models[1][0].weight.grad, torch.linspace(-1, 1, 12).view(3, 4))
+    for opt in opts:
+        opt.step()
+    for (n, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=n)
+    assert torch.equal(models[1][2].bias, frozen)
+    # learning rate None (not held by the optimiser) or 0: no move; wrong length: clear error
+    before = [p.detach().clone() for p in models[1].parameters()]
+    pens[1].sgd_step(models[1], [None, 0.0, None, None])
+    assert all(torch.equal(a, b) for a, b in zip(before, models[1].parameters()))
+    with pytest.raises(ValueError, match="one learning rate per penalised parameter"):
+        pens[1].sgd_step(models[1], [lr])
+
+
 def test_per_task_mode_is_the_sum_of_one_penalty_per_task() -> None:
     model = _model()
     pen = QuadraticPenalty(strength=2.0, mode="per-task")
