@@ -298,9 +298,19 @@ def test_penalties_take_their_own_sgd_step_unless_a_term_observes_steps(
     for observes in (False, True):
         layout, recipe, model, config = prepare(synthetic, method=method, epochs=2)
         watch = StepWatcher(observes)
+        (penalty,) = [t for t in recipe.terms if t.direct_gradient]
+        steps: list[int] = []
+
+        def counted(*args: Any, _own: Any = penalty.sgd_step, _steps: list[int] = steps) -> None:
+            _steps.append(1)
+            _own(*args)
+
+        penalty.sgd_step = counted  # type: ignore[method-assign]
         recipe.terms += [watch]
         res = fit(model, synthetic, layout, recipe, config, seed=0)
         assert watch.flags == [not observes] * len(synthetic.tasks)
+        # the own step is taken on the steps after the first consolidation, and only then
+        assert (len(steps) > 0) is (not observes)
         runs.append((res, [p.detach().clone() for p in model.parameters()]))
     (a, pa), (b, pb) = runs
     for p, q in zip(pa, pb):
