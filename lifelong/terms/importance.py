@@ -888,6 +888,11 @@ class PathIntegral:
         self.omega = [torch.zeros_like(p) for p in self._params]
         self._recorded = [False] * len(self._params)
 
+    @property
+    def parameters(self) -> list[Tensor]:
+        """The live parameters given to :meth:`begin`, in its order."""
+        return list(self._params)
+
     def _check(self, accumulating: bool = True) -> None:
         if not self._params:
             raise RuntimeError("PathIntegral: call begin(params) at the start of the task")
@@ -931,19 +936,54 @@ class PathIntegral:
                                     [self.grads[i] for i in both], prev)  # omega += g (-delta)
         torch._foreach_copy_([self.prev[i] for i in moved], [self._values[i] for i in moved])
 
+    def accumulate_step(self, step_grads: Sequence[Tensor | None]) -> None:
+        """``omega += lr * g * step_grad`` for the plain SGD step *about to be taken* with the
+        gradients ``step_grads``, ``g`` being the parameters' current ``.grad`` (the task-loss
+        gradient); replaces :meth:`record_gradients` + :meth:`accumulate` for that step.
+
+        For a caller that builds the step's gradients in new tensors (the task gradient plus a
+        penalty's, :class:`~lifelong.terms.penalty.SIPenalty`) and only then installs them as
+        ``.grad``: the task gradient is read where it is, so it needs no copy. The same sum,
+        bit for bit, as recording ``g``, stepping with ``step_grads`` and :meth:`accumulate`.
+
+        Args:
+            step_grads: The gradient each parameter's step will use, in the order of
+                :meth:`begin` (``None``: the parameter does not move).
+
+        Raises:
+            RuntimeError: Not in the plain-SGD form (:meth:`begin` without a plain SGD
+                optimiser), or :meth:`begin` not called.
+            ValueError: ``step_grads`` does not have one entry per parameter.
+        """
+        self._check()
+        if not self.plain_sgd:
+            raise RuntimeError("PathIntegral.accumulate_step needs the plain-SGD form (begin with "
+                               "a torch.optim.SGD without momentum, weight decay or maximize)")
+        if len(step_grads) != len(self._params):
+            raise ValueError(f"accumulate_step needs one gradient per parameter "
+                             f"({len(self._params)}), got {len(step_grads)}")
+        self._add_sgd_work([p.grad for p in self._params], step_grads)
+
     def _accumulate_sgd(self) -> None:
         """``omega += lr * g * grad`` for the parameters the SGD step moved (Eq. 3 with
-        ``delta = -lr * grad``), one fused op per learning rate."""
+        ``delta = -lr * grad``), ``g`` the recorded task gradient."""
+        self._add_sgd_work([g if r else None for g, r in zip(self.grads, self._recorded)],
+                           [p.grad for p in self._params])
+
+    def _add_sgd_work(self, task_grads: Sequence[Tensor | None],
+                      step_grads: Sequence[Tensor | None]) -> None:
+        """``omega += lr * g * s`` (Eq. 3 with ``delta = -lr * s``) wherever the task gradient
+        ``g`` and the step's gradient ``s`` both exist and the optimiser holds the parameter,
+        one fused op per learning rate."""
         groups = self._groups
         assert groups is not None
         by_lr: dict[float, list[int]] = {}
-        for i, p in enumerate(self._params):
-            group = groups[i]
-            if p.grad is not None and self._recorded[i] and group is not None:
+        for i, (g, s, group) in enumerate(zip(task_grads, step_grads, groups)):
+            if g is not None and s is not None and group is not None:
                 by_lr.setdefault(float(group["lr"]), []).append(i)
         for lr, idx in by_lr.items():
-            torch._foreach_addcmul_([self.omega[i] for i in idx], [self.grads[i] for i in idx],
-                                    [self._params[i].grad for i in idx], value=lr)
+            torch._foreach_addcmul_([self.omega[i] for i in idx], [task_grads[i] for i in idx],
+                                    [step_grads[i] for i in idx], value=lr)
 
     def importance(self, xi: float) -> dict[str, Tensor]:
         """``omega / ((theta_end - theta_start)^2 + xi)`` for the task (Zenke et al. Eq. 5).

@@ -97,6 +97,8 @@ class TrainContext:
         penalty_steps: Whether direct-gradient penalties may take their own plain-SGD step
             instead of adding their gradient to ``.grad`` (:mod:`lifelong.terms.base`); the loop
             sets it unless a term observes the steps through ``.grad``.
+        gradient_terms: The terms that add to ``.grad`` between the data losses' backward and
+            the optimiser's step (penalties, back-propagated or direct), in the loop's order.
     """
 
     model: nn.Module
@@ -111,6 +113,7 @@ class TrainContext:
     train_x: Tensor | None = None
     train_y: Tensor | None = None
     penalty_steps: bool = False
+    gradient_terms: tuple[Term, ...] = ()
 
     @property
     def task(self) -> Task:
@@ -256,7 +259,8 @@ def fit(
     n_tasks = len(scenario.tasks)
     gen = torch.Generator().manual_seed(seed)
     ctx = TrainContext(model=model, scenario=scenario, layout=layout, config=config, generator=gen,
-                       penalty_steps=not any(t.observes_gradient_steps for t in terms))
+                       penalty_steps=not any(t.observes_gradient_steps for t in terms),
+                       gradient_terms=(*penalty_terms, *direct_terms))
     acc = {s: np.full((n_tasks, n_tasks), np.nan) for s in layout.eval_settings}
     baseline = None
     losses: dict[str, list[list[float]]] = {t.name: [] for t in terms}

@@ -429,6 +429,46 @@ def test_si_sgd_form_equals_the_general_form() -> None:
                if n.startswith("b."))  # the idle head did not
 
 
+def test_si_accumulate_step_equals_record_then_accumulate() -> None:
+    # omega += lr * g * s with g read from .grad before the step and s the step's gradient,
+    # bit for bit the record -> step -> accumulate sum; None entries are parameters not moved.
+    def run(at_step: bool) -> PathIntegral:
+        torch.manual_seed(0)
+        model = nn.ModuleDict({"body": nn.Linear(5, 4), "a": nn.Linear(4, 3),
+                               "b": nn.Linear(4, 3)})
+        params = dict(model.named_parameters())
+        opt = torch.optim.SGD([{"params": list(params.values())[:2], "lr": 0.05},
+                               {"params": list(params.values())[2:], "lr": 0.2}])
+        path = PathIntegral()
+        path.begin(params, opt)
+        x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+        for _ in range(5):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model["a"](torch.relu(model["body"](x))), y).backward()
+            if not at_step:
+                path.record_gradients()
+            body = model["body"].weight
+            step = body.grad + 0.3 * body.detach()  # a penalty's gradient on the body
+            if at_step:
+                path.accumulate_step([step if p is body else p.grad for p in path.parameters])
+            body.grad = step
+            opt.step()
+            if not at_step:
+                path.accumulate()
+        return path
+
+    fused, recorded = run(True), run(False)
+    for a, b, name in zip(fused.omega, recorded.omega, fused.names):
+        assert torch.equal(a, b), name
+    assert fused.omega[0].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"one gradient per parameter \(6\), got 1"):
+        fused.accumulate_step([None])
+    general = PathIntegral()
+    general.begin({"w": nn.Parameter(torch.zeros(2))})
+    with pytest.raises(RuntimeError, match="needs the plain-SGD form"):
+        general.accumulate_step([None])
+
+
 def test_plain_sgd_groups_recognises_only_the_plain_sgd_step() -> None:
     ps = [nn.Parameter(torch.zeros(2)) for _ in range(3)]
     opt = torch.optim.SGD(ps[:2], lr=0.1)

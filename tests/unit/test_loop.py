@@ -327,6 +327,44 @@ def test_penalties_take_their_own_sgd_step_unless_a_term_observes_steps(
     assert watch.flags == [False] * len(synthetic.tasks)
 
 
+def test_si_accumulates_at_its_gradient_step_when_it_is_the_only_gradient_writer(
+        synthetic: Scenario) -> None:
+    """With plain SGD and no other penalty, SI builds the step's gradient in new tensors and
+    accumulates its path integral right there, without recording the task gradient; the run is
+    bit for bit the one where it records after the backward and accumulates after the step
+    (forced here by a second penalty, one that never has anything to add)."""
+    from lifelong.terms.penalty import QuadraticPenalty, SIPenalty
+
+    class Idle(QuadraticPenalty):  # a gradient writer that never consolidates anything
+        def on_task_end(self, ctx: TrainContext) -> None:
+            pass
+
+    runs = []
+    for extra in (False, True):
+        layout, recipe, model, config = prepare(synthetic, method="si", lr=0.02, epochs=2)
+        (si,) = [t for t in recipe.terms if isinstance(t, SIPenalty)]
+        if extra:
+            recipe.terms += [Idle(name="idle")]
+        records: list[int] = []
+
+        def counted(_own: Any = si.path.record_gradients, _n: list[int] = records) -> None:
+            _n.append(1)
+            _own()
+
+        si.path.record_gradients = counted  # type: ignore[method-assign]
+        res = fit(model, synthetic, layout, recipe, config, seed=0)
+        assert si._at_step is (not extra)
+        assert (len(records) > 0) is extra
+        runs.append((res, [p.detach().clone() for p in model.parameters()], si.state_dict()))
+    (a, pa, sa), (b, pb, sb) = runs
+    assert all(torch.equal(p, q) for p, q in zip(pa, pb))
+    assert same_matrices(a.accuracy, b.accuracy)
+    for key in ("importances", "anchors"):
+        for x, y in zip(sa[key], sb[key]):
+            assert x.keys() == y.keys() and all(torch.equal(x[n], y[n]) for n in x)
+    assert float(sum(o.sum() for o in sa["importances"][0].values())) > 0
+
+
 def test_on_task_end_runs_before_evaluation(synthetic: Scenario) -> None:
     class ZeroAtEnd(Term):
         name = "zero"
