@@ -2,8 +2,7 @@
 
 A term can contribute a loss and react at five positions of the training loop
 (:func:`lifelong.train.loop.fit`): task start, loss, after backward, after step, task end.
-Terms never call ``optimizer.step()`` and never discard what ``.grad`` holds: they add to it (in
-place, or by installing a new tensor that holds ``.grad`` plus their gradient, as SI does).
+Terms never call ``optimizer.step()`` and never overwrite ``.grad``.
 
 A term whose loss depends on the parameters only (a quadratic penalty) sets ``penalty = True``:
 the loop back-propagates it *after* ``on_after_backward``, so that hooks there see the gradient

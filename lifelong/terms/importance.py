@@ -853,6 +853,20 @@ class PathIntegral:
       :func:`plain_sgd_groups`): ``delta = -lr * grad`` with ``grad`` the gradient the step used
       (the task gradient plus any penalty's), so ``omega += lr * g * grad`` -- one fused pass
       instead of three and no ``theta_prev`` (about half of SI's per-step memory traffic).
+    * plain SGD where the only gradient besides the task's is a known quadratic penalty's,
+      ``grad = g + k (theta - m)`` (``quadratic`` given to :meth:`begin`; SI's own penalty,
+      ``k = 2 c Omega``): the task gradient need not be recorded at all. With ``u = theta - m``
+      and the step ``u' = u - lr grad``, ``lr g = (u - u') - lr k u`` and
+      ``u (u - u') = (u^2 - u'^2) / 2 + (u - u')^2 / 2``, so over steps of one learning rate
+      from ``u_0`` to ``u_T``, exactly::
+
+          sum_t -g_t delta_t = (1 - lr k / 2) A - (k / 2) (u_0^2 - u_T^2),   A = sum_t lr grad_t^2
+
+      Each step only adds ``lr * grad^2`` to ``A`` (one fused pass, no copy of ``g``); the
+      endpoint term is evaluated when the learning rate changes (a new segment starts) and in
+      :meth:`importance`. Where ``k = 0`` (no penalty yet, e.g. the first task) ``A`` is the
+      plain-SGD form's sum itself, bit for bit. Otherwise the two forms agree up to float
+      rounding (about ``eps`` relative to the larger of ``A`` and ``k u^2``).
     """
 
     def __init__(self) -> None:
@@ -866,9 +880,18 @@ class PathIntegral:
         self._recorded: list[bool] = []
         self._groups: list[dict[str, Any] | None] | None = None
         self.plain_sgd = False
+        # closed (quadratic-penalty) form: per parameter k, m, the current segment's start and
+        # learning rate, and A = sum lr grad^2 over the segment (omega holds closed segments)
+        self.closed_form = False
+        self._k: list[Tensor | None] = []
+        self._m: list[Tensor | None] = []
+        self._seg_start: list[Tensor] = []
+        self._seg_lr: list[float | None] = []
+        self._work: list[Tensor] = []
 
     def begin(self, params: Mapping[str, Tensor],
-              optimizer: torch.optim.Optimizer | None = None) -> None:
+              optimizer: torch.optim.Optimizer | None = None,
+              quadratic: Mapping[str, tuple[Tensor, Tensor]] | None = None) -> None:
         """Starts a task: records ``theta_start`` and resets ``omega``.
 
         Args:
@@ -876,6 +899,11 @@ class PathIntegral:
             optimizer: The task's optimiser. When it takes the plain SGD step
                 (:func:`plain_sgd_groups`) the SGD form is used; otherwise (or ``None``) the
                 general form, which keeps ``theta_prev``.
+            quadratic: Declares that every step's gradient is the task gradient plus
+                ``k * (theta - m)`` and nothing else, as ``name -> (k, m)`` (parameters not
+                named: ``k = 0``; ``{}``: no penalty at all). With the plain SGD step this selects
+                the closed form (class docstring), where :meth:`record_gradients` is not needed.
+                Ignored with any other optimiser.
         """
         self.names = list(params)
         self._params = [p for p in params.values()]
@@ -883,15 +911,28 @@ class PathIntegral:
         self.start = [p.detach().clone() for p in self._params]
         self._groups = plain_sgd_groups(optimizer, self._params)
         self.plain_sgd = self._groups is not None
+        self.closed_form = self.plain_sgd and quadratic is not None
         self.prev = [] if self.plain_sgd else [p.detach().clone() for p in self._params]
-        self.grads = [torch.zeros_like(p) for p in self._params]
+        self.grads = [] if self.closed_form else [torch.zeros_like(p) for p in self._params]
         self.omega = [torch.zeros_like(p) for p in self._params]
         self._recorded = [False] * len(self._params)
+        self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
+        if self.closed_form:
+            assert quadratic is not None and self._groups is not None
+            for n, p in params.items():
+                k, m = quadratic.get(n, (None, None))
+                if k is not None and (k.shape != p.shape or m is None or m.shape != p.shape):
+                    raise ValueError(f"PathIntegral: quadratic (k, m) of {n!r} must both have the "
+                                     f"parameter's shape {tuple(p.shape)}")
+                self._k.append(k)
+                self._m.append(m)
+            self._seg_start = list(self.start)
+            self._seg_lr = self._lrs()
+            self._work = [torch.zeros_like(p) for p in self._params]
 
-    @property
-    def parameters(self) -> list[Tensor]:
-        """The live parameters given to :meth:`begin`, in its order."""
-        return list(self._params)
+    def _lrs(self) -> list[float | None]:
+        assert self._groups is not None
+        return [None if g is None else float(g["lr"]) for g in self._groups]
 
     def _check(self, accumulating: bool = True) -> None:
         if not self._params:
@@ -902,8 +943,11 @@ class PathIntegral:
 
     def record_gradients(self) -> None:
         """Copies the current ``.grad`` of each parameter (the task-loss gradient when called
-        before penalties are back-propagated); missing gradients count as zero."""
+        before penalties are back-propagated); missing gradients count as zero. Nothing to do
+        in the closed form."""
         self._check()
+        if self.closed_form:
+            return
         self._recorded = [p.grad is not None for p in self._params]
         present = [i for i, r in enumerate(self._recorded) if r]
         if present:
@@ -920,6 +964,9 @@ class PathIntegral:
         ``lr * grad``, read from the ``.grad`` the step used.
         """
         self._check()
+        if self.closed_form:
+            self._accumulate_closed()
+            return
         if self.plain_sgd:
             self._accumulate_sgd()
             return
@@ -936,54 +983,59 @@ class PathIntegral:
                                     [self.grads[i] for i in both], prev)  # omega += g (-delta)
         torch._foreach_copy_([self.prev[i] for i in moved], [self._values[i] for i in moved])
 
-    def accumulate_step(self, step_grads: Sequence[Tensor | None]) -> None:
-        """``omega += lr * g * step_grad`` for the plain SGD step *about to be taken* with the
-        gradients ``step_grads``, ``g`` being the parameters' current ``.grad`` (the task-loss
-        gradient); replaces :meth:`record_gradients` + :meth:`accumulate` for that step.
-
-        For a caller that builds the step's gradients in new tensors (the task gradient plus a
-        penalty's, :class:`~lifelong.terms.penalty.SIPenalty`) and only then installs them as
-        ``.grad``: the task gradient is read where it is, so it needs no copy. The same sum,
-        bit for bit, as recording ``g``, stepping with ``step_grads`` and :meth:`accumulate`.
-
-        Args:
-            step_grads: The gradient each parameter's step will use, in the order of
-                :meth:`begin` (``None``: the parameter does not move).
-
-        Raises:
-            RuntimeError: Not in the plain-SGD form (:meth:`begin` without a plain SGD
-                optimiser), or :meth:`begin` not called.
-            ValueError: ``step_grads`` does not have one entry per parameter.
-        """
-        self._check()
-        if not self.plain_sgd:
-            raise RuntimeError("PathIntegral.accumulate_step needs the plain-SGD form (begin with "
-                               "a torch.optim.SGD without momentum, weight decay or maximize)")
-        if len(step_grads) != len(self._params):
-            raise ValueError(f"accumulate_step needs one gradient per parameter "
-                             f"({len(self._params)}), got {len(step_grads)}")
-        self._add_sgd_work([p.grad for p in self._params], step_grads)
-
     def _accumulate_sgd(self) -> None:
         """``omega += lr * g * grad`` for the parameters the SGD step moved (Eq. 3 with
-        ``delta = -lr * grad``), ``g`` the recorded task gradient."""
-        self._add_sgd_work([g if r else None for g, r in zip(self.grads, self._recorded)],
-                           [p.grad for p in self._params])
-
-    def _add_sgd_work(self, task_grads: Sequence[Tensor | None],
-                      step_grads: Sequence[Tensor | None]) -> None:
-        """``omega += lr * g * s`` (Eq. 3 with ``delta = -lr * s``) wherever the task gradient
-        ``g`` and the step's gradient ``s`` both exist and the optimiser holds the parameter,
-        one fused op per learning rate."""
+        ``delta = -lr * grad``), one fused op per learning rate."""
         groups = self._groups
         assert groups is not None
         by_lr: dict[float, list[int]] = {}
-        for i, (g, s, group) in enumerate(zip(task_grads, step_grads, groups)):
-            if g is not None and s is not None and group is not None:
+        for i, p in enumerate(self._params):
+            group = groups[i]
+            if p.grad is not None and self._recorded[i] and group is not None:
                 by_lr.setdefault(float(group["lr"]), []).append(i)
         for lr, idx in by_lr.items():
-            torch._foreach_addcmul_([self.omega[i] for i in idx], [task_grads[i] for i in idx],
-                                    [step_grads[i] for i in idx], value=lr)
+            torch._foreach_addcmul_([self.omega[i] for i in idx], [self.grads[i] for i in idx],
+                                    [self._params[i].grad for i in idx], value=lr)
+
+    def _accumulate_closed(self) -> None:
+        """``A += lr * grad^2`` for the parameters the SGD step moved (closed form); a new
+        segment starts, at the parameters before this step, where the learning rate changed."""
+        lrs = self._lrs()
+        if lrs != self._seg_lr:
+            for i, (old, new) in enumerate(zip(self._seg_lr, lrs)):
+                if old == new:
+                    continue
+                p = self._params[i]
+                before = self._values[i]  # theta before this step: theta + lr grad
+                if p.grad is not None and new:
+                    before = before.add(p.grad, alpha=new)
+                self.omega[i].add_(self._segment_work(i, before))
+                self._work[i].zero_()
+                self._seg_start[i] = before.clone()
+                self._seg_lr[i] = new
+        by_lr: dict[float, list[int]] = {}
+        for i, (p, lr) in enumerate(zip(self._params, lrs)):
+            if p.grad is not None and lr is not None:
+                by_lr.setdefault(lr, []).append(i)
+        for lr, idx in by_lr.items():
+            grads = [self._params[i].grad for i in idx]
+            torch._foreach_addcmul_([self._work[i] for i in idx], grads, grads, value=lr)
+
+    def _segment_work(self, i: int, end: Tensor) -> Tensor:
+        """``sum -g delta`` of parameter ``i`` over the current segment, ending at ``end``:
+        ``(1 - lr k / 2) A - (k / 2) ((start - m)^2 - (end - m)^2)`` (class docstring)."""
+        k, m, lr, work = self._k[i], self._m[i], self._seg_lr[i], self._work[i]
+        if k is None or not lr:
+            return work.clone()
+        drop = (self._seg_start[i] - m).square_().sub_((end - m).square_())
+        return work.mul(1.0 - 0.5 * lr * k).sub_(drop.mul_(k).mul_(0.5))
+
+    def _omega(self) -> list[Tensor]:
+        """``omega`` so far: in the closed form the closed segments plus the current one."""
+        if not self.closed_form:
+            return self.omega
+        return [w.add(self._segment_work(i, v))
+                for i, (w, v) in enumerate(zip(self.omega, self._values))]
 
     def importance(self, xi: float) -> dict[str, Tensor]:
         """``omega / ((theta_end - theta_start)^2 + xi)`` for the task (Zenke et al. Eq. 5).
@@ -994,7 +1046,7 @@ class PathIntegral:
         """
         self._check(accumulating=False)
         out = {}
-        for n, w, p, s in zip(self.names, self.omega, self._params, self.start):
+        for n, w, p, s in zip(self.names, self._omega(), self._params, self.start):
             total = p.detach() - s
             out[n] = (w / (total.square() + xi)).clamp_min_(0.0)
         return out
@@ -1003,31 +1055,37 @@ class PathIntegral:
         """Drops the per-task buffers (after :meth:`importance`; :meth:`begin` makes new ones)."""
         self.names, self._params, self._values, self._recorded = [], [], [], []
         self.start, self.prev, self.grads, self.omega = [], [], [], []
-        self._groups, self.plain_sgd = None, False
+        self._groups, self.plain_sgd, self.closed_form = None, False, False
+        self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
 
     def state_dict(self) -> dict[str, Any]:
-        """``theta_start``, ``theta_prev`` (empty in the plain-SGD form), the last gradient and
-        ``omega`` by parameter name (empty between tasks), and the form in use."""
+        """``theta_start``, ``theta_prev`` (empty in the plain-SGD forms), the last gradient
+        (empty in the closed form) and ``omega`` so far (the closed form's segments evaluated)
+        by parameter name (all empty between tasks), and whether the form was plain SGD."""
         return {"names": list(self.names), "plain_sgd": self.plain_sgd,
                 "start": dict(zip(self.names, [t.clone() for t in self.start])),
                 "prev": dict(zip(self.names, [t.clone() for t in self.prev])),
                 "grads": dict(zip(self.names, [t.clone() for t in self.grads])),
-                "omega": dict(zip(self.names, [t.clone() for t in self.omega]))}
+                "omega": dict(zip(self.names, [t.clone() for t in self._omega()]))}
 
     def load_state_dict(self, state: dict[str, Any], params: Mapping[str, Tensor] | None = None
                         ) -> None:
         """Restores :meth:`state_dict`; ``params`` re-attaches the live parameters (the term
-        re-attaches them itself at the next :meth:`begin`). A state saved in the plain-SGD form
+        re-attaches them itself at the next :meth:`begin`). A state saved in a plain-SGD form
         has no ``theta_prev``: it can give :meth:`importance`, but accumulating again needs
         :meth:`begin` with the optimiser."""
         names = list(state["names"])
         self.names = names
         self.plain_sgd = bool(state.get("plain_sgd", False))
         self._groups = None
+        self.closed_form = False
+        self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
         self.start = [state["start"][n].clone() for n in names]
         self.prev = [] if self.plain_sgd else [state["prev"][n].clone() for n in names]
-        self.grads = [state["grads"][n].clone() for n in names]
         self.omega = [state["omega"][n].clone() for n in names]
+        grads = state["grads"]
+        self.grads = [grads[n].clone() if n in grads else torch.zeros_like(o)
+                      for n, o in zip(names, self.omega)]
         if params is not None:
             self._params = [params[n] for n in names]
             self._values = [p.detach() for p in self._params]

@@ -315,17 +315,8 @@ class QuadraticPenalty(Term):
         The rounding differs from the product form by ``~eps * 2 strength S |theta|`` per
         element. Parameters that do not require a gradient (frozen) are skipped.
         """
-        self._penalised_gradients(model, in_place=True)
-
-    def _penalised_gradients(self, model: nn.Module, in_place: bool
-                             ) -> list[tuple[nn.Parameter, Tensor]]:
-        """``.grad + 2 strength S theta - 2 strength S m`` for every penalised parameter that
-        requires a gradient (a missing ``.grad`` counts as zero), as ``(parameter, gradient)``
-        pairs: written into ``.grad`` (``in_place``) or returned as new tensors with ``.grad``
-        untouched (:class:`SIPenalty` reads the task gradient there afterwards). The one
-        implementation of the penalty's gradient step of :meth:`accumulate_gradient`."""
         if not self._names or self.strength == 0.0:
-            return []
+            return
         params = self._resolve(model)
         scales = self._gradient_scales()
         offsets = self._grad_offsets
@@ -334,29 +325,19 @@ class QuadraticPenalty(Term):
             params = [params[i] for i in live]
             scales = [scales[i] for i in live]
             offsets = [offsets[i] for i in live]
+        if not params:
+            return
         values = [p.detach() for p in params]
-        out: list[Tensor | None] = [None] * len(params)
-        have = [i for i, p in enumerate(params) if p.grad is not None]
-        if have:
-            grads = [params[i].grad for i in have]
-            factors = [scales[i] for i in have]
-            points = [values[i] for i in have]
-            if in_place:
-                torch._foreach_addcmul_(grads, factors, points)
-                summed = grads
+        if all(p.grad is not None for p in params):
+            grads = [p.grad for p in params]
+            torch._foreach_addcmul_(grads, scales, values)
+            torch._foreach_sub_(grads, offsets)
+            return
+        for p, v, si, oi in zip(params, values, scales, offsets):
+            if p.grad is None:
+                p.grad = torch.mul(si, v).sub_(oi)
             else:
-                summed = list(torch._foreach_addcmul(grads, factors, points))
-            torch._foreach_sub_(summed, [offsets[i] for i in have])
-            for i, g in zip(have, summed):
-                out[i] = g
-        pairs = []
-        for p, g, v, si, oi in zip(params, out, values, scales, offsets):
-            if g is None:
-                g = torch.mul(si, v).sub_(oi)
-                if in_place:
-                    p.grad = g
-            pairs.append((p, g))
-        return pairs
+                p.grad.addcmul_(si, v).sub_(oi)
 
     def loss(self, ctx: "TrainContext", batch: Batch) -> Tensor | None:
         """The penalty's value. The loop adds the gradient through :meth:`add_gradient` and
@@ -563,13 +544,10 @@ class SIPenalty(QuadraticPenalty):
     from ``.grad``, so the term sets ``observes_gradient_steps``: in a run with SI every
     penalty, its own included, adds its gradient to ``.grad`` rather than taking its own SGD
     step (:meth:`QuadraticPenalty.sgd_step`). When SI's penalty is moreover the only term that
-    adds to ``.grad`` after the data losses' backward (``ctx.gradient_terms``, the usual case:
-    ``si``, ``dhp+si``), the whole step's bookkeeping happens in :meth:`add_gradient`: the
-    step's gradient ``g + 2 c S (theta - m)`` is built in new tensors, ``omega += lr * g * grad``
-    is added while the task gradient ``g`` is still in ``.grad``
-    (:meth:`PathIntegral.accumulate_step`) and the new tensors become ``.grad``. Same
-    arithmetic, bit for bit, as recording ``g`` after the backward and accumulating after the
-    step, without copying ``g`` (one multi-tensor pass fewer per step).
+    adds to ``.grad`` after the data losses' backward (``ctx.gradient_terms``; the usual case,
+    ``si`` and ``dhp+si``), every step's gradient is ``g + 2 c S (theta - m)`` and the path
+    integral takes its closed form (:class:`PathIntegral`): ``A += lr * grad^2`` per step and
+    no copy of ``g`` at all, the same sum up to float rounding (bit for bit in the first task).
 
     Args:
         c: Penalty strength.
@@ -589,35 +567,23 @@ class SIPenalty(QuadraticPenalty):
         self.c = c
         self.xi = xi
         self.path = PathIntegral()
-        self._at_step = False  # the path integral is accumulated in add_gradient (see above)
 
     def on_task_start(self, ctx: "TrainContext") -> None:
         super().on_task_start(ctx)
-        self.path.begin(select_parameters(ctx.model, self.penalize_plastic), ctx.optimizer)
+        quadratic = None
         writers = ctx.gradient_terms
-        self._at_step = self.path.plain_sgd and len(writers) == 1 and writers[0] is self
+        if len(writers) == 1 and writers[0] is self:  # grad = g + 2 c S (theta - m), nothing else
+            quadratic = {}
+            if self._names and self.strength != 0.0:
+                quadratic = dict(zip(self._names, zip(self._gradient_scales(), self._centers)))
+        self.path.begin(select_parameters(ctx.model, self.penalize_plastic), ctx.optimizer,
+                        quadratic=quadratic)
 
     def on_after_backward(self, ctx: "TrainContext") -> None:
-        if not self._at_step:
-            self.path.record_gradients()
-
-    @torch.no_grad()
-    def add_gradient(self, ctx: "TrainContext") -> None:
-        """Adds the penalty's gradient; when this term is the run's only gradient writer with
-        plain SGD, also accumulates the path integral for the coming step (class docstring)."""
-        if not self._at_step:
-            super().add_gradient(ctx)
-            return
-        pairs = self._penalised_gradients(ctx.model, in_place=False)
-        params = self.path.parameters
-        new = {id(p): g for p, g in pairs}
-        self.path.accumulate_step([new.get(id(p), p.grad) for p in params])
-        for p, g in pairs:
-            p.grad = g
+        self.path.record_gradients()
 
     def on_after_step(self, ctx: "TrainContext") -> None:
-        if not self._at_step:
-            self.path.accumulate()
+        self.path.accumulate()
 
     def estimate(self, ctx: "TrainContext", params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
         omega = self.path.importance(self.xi)

@@ -429,44 +429,70 @@ def test_si_sgd_form_equals_the_general_form() -> None:
                if n.startswith("b."))  # the idle head did not
 
 
-def test_si_accumulate_step_equals_record_then_accumulate() -> None:
-    # omega += lr * g * s with g read from .grad before the step and s the step's gradient,
-    # bit for bit the record -> step -> accumulate sum; None entries are parameters not moved.
-    def run(at_step: bool) -> PathIntegral:
-        torch.manual_seed(0)
-        model = nn.ModuleDict({"body": nn.Linear(5, 4), "a": nn.Linear(4, 3),
-                               "b": nn.Linear(4, 3)})
-        params = dict(model.named_parameters())
-        opt = torch.optim.SGD([{"params": list(params.values())[:2], "lr": 0.05},
-                               {"params": list(params.values())[2:], "lr": 0.2}])
-        path = PathIntegral()
-        path.begin(params, opt)
-        x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
-        for _ in range(5):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model["a"](torch.relu(model["body"](x))), y).backward()
-            if not at_step:
-                path.record_gradients()
-            body = model["body"].weight
-            step = body.grad + 0.3 * body.detach()  # a penalty's gradient on the body
-            if at_step:
-                path.accumulate_step([step if p is body else p.grad for p in path.parameters])
-            body.grad = step
-            opt.step()
-            if not at_step:
-                path.accumulate()
-        return path
+def _si_quadratic_run(closed: bool, penalised: bool = True, lr_change: bool = True,
+                      steps: int = 12) -> tuple[PathIntegral, nn.Module]:
+    """SGD steps of a small MLP whose only extra gradient is ``k (theta - m)`` on the body and
+    one head (two learning-rate groups, the learning rate of one changed half-way; the second
+    head idle), with the path integral in the closed form or recording the task gradient."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"body": nn.Linear(5, 4), "a": nn.Linear(4, 3), "b": nn.Linear(4, 3)})
+    params = dict(model.named_parameters())
+    names = list(params)
+    opt = torch.optim.SGD([{"params": [params[n] for n in names[:2]], "lr": 0.05},
+                           {"params": [params[n] for n in names[2:]], "lr": 0.2}])
+    quad = {n: (torch.rand_like(params[n]) * 3.0, params[n].detach() + 0.3 * torch.randn_like(
+        params[n])) for n in ("body.weight", "body.bias", "a.weight")} if penalised else {}
+    path = PathIntegral()
+    path.begin(params, opt, quadratic=quad if closed else None)
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    for step in range(steps):
+        if lr_change and step == steps // 2:
+            opt.param_groups[0]["lr"] = 0.02
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model["a"](torch.relu(model["body"](x))), y).backward()
+        path.record_gradients()
+        with torch.no_grad():
+            for n, (k, m) in quad.items():
+                params[n].grad.addcmul_(k, params[n] - m)
+        opt.step()
+        path.accumulate()
+    return path, model
 
-    fused, recorded = run(True), run(False)
-    for a, b, name in zip(fused.omega, recorded.omega, fused.names):
-        assert torch.equal(a, b), name
-    assert fused.omega[0].abs().sum() > 0
-    with pytest.raises(ValueError, match=r"one gradient per parameter \(6\), got 1"):
-        fused.accumulate_step([None])
+
+def test_si_closed_form_equals_the_recorded_sum() -> None:
+    # grad = g + k (theta - m) only: sum -g delta from A = sum lr grad^2 and the endpoints
+    # (Zenke et al. Eq. 3 rewritten), across a learning-rate change; no copy of g is kept.
+    closed, model = _si_quadratic_run(closed=True)
+    recorded, _ = _si_quadratic_run(closed=False)
+    assert closed.closed_form and not recorded.closed_form and closed.grads == []
+    assert closed.names == recorded.names
+    omega_closed = closed.state_dict()["omega"]
+    for a, b in zip(closed.omega, recorded.omega):
+        assert a.shape == b.shape
+    for n, b in zip(recorded.names, recorded.omega):
+        torch.testing.assert_close(omega_closed[n], b, rtol=1e-4, atol=1e-7, msg=n)
+    assert float(recorded.omega[0].abs().sum()) > 1e-3  # the body moved under the task
+    for n in recorded.names:  # Eq. 5 from either
+        torch.testing.assert_close(closed.importance(0.1)[n], recorded.importance(0.1)[n],
+                                   rtol=1e-4, atol=1e-6, msg=n)
+    # without any penalty the closed form is the recorded sum, bit for bit
+    plain_closed, _ = _si_quadratic_run(closed=True, penalised=False, lr_change=False)
+    plain, _ = _si_quadratic_run(closed=False, penalised=False, lr_change=False)
+    total = plain_closed.state_dict()["omega"]
+    assert all(torch.equal(total[n], b) for n, b in zip(plain.names, plain.omega))
+    # a restored state gives the same importance (the segments evaluated into omega)
+    other = PathIntegral()
+    other.load_state_dict(closed.state_dict(), dict(model.named_parameters()))
+    for n in closed.names:
+        torch.testing.assert_close(other.importance(0.1)[n], closed.importance(0.1)[n])
+    # the closed form needs the plain SGD step; (k, m) must match the parameter
+    w = nn.Parameter(torch.zeros(2))
     general = PathIntegral()
-    general.begin({"w": nn.Parameter(torch.zeros(2))})
-    with pytest.raises(RuntimeError, match="needs the plain-SGD form"):
-        general.accumulate_step([None])
+    general.begin({"w": w}, torch.optim.Adam([w]), quadratic={})
+    assert not general.closed_form and len(general.grads) == 1
+    with pytest.raises(ValueError, match=r"quadratic \(k, m\) of 'w' must both have"):
+        PathIntegral().begin({"w": w}, torch.optim.SGD([w], lr=0.1),
+                             quadratic={"w": (torch.ones(3), torch.zeros(2))})
 
 
 def test_plain_sgd_groups_recognises_only_the_plain_sgd_step() -> None:

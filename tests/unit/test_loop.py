@@ -327,12 +327,11 @@ def test_penalties_take_their_own_sgd_step_unless_a_term_observes_steps(
     assert watch.flags == [False] * len(synthetic.tasks)
 
 
-def test_si_accumulates_at_its_gradient_step_when_it_is_the_only_gradient_writer(
+def test_si_takes_the_closed_form_only_as_the_runs_only_gradient_writer(
         synthetic: Scenario) -> None:
-    """With plain SGD and no other penalty, SI builds the step's gradient in new tensors and
-    accumulates its path integral right there, without recording the task gradient; the run is
-    bit for bit the one where it records after the backward and accumulates after the step
-    (forced here by a second penalty, one that never has anything to add)."""
+    """With plain SGD and no other penalty, SI's path integral takes its closed form (nothing
+    recorded per step); a second gradient writer (a penalty with nothing to add) makes it record
+    the task gradient. Both runs give the same importances up to float rounding."""
     from lifelong.terms.penalty import QuadraticPenalty, SIPenalty
 
     class Idle(QuadraticPenalty):  # a gradient writer that never consolidates anything
@@ -345,24 +344,26 @@ def test_si_accumulates_at_its_gradient_step_when_it_is_the_only_gradient_writer
         (si,) = [t for t in recipe.terms if isinstance(t, SIPenalty)]
         if extra:
             recipe.terms += [Idle(name="idle")]
-        records: list[int] = []
+        forms: list[bool] = []
 
-        def counted(_own: Any = si.path.record_gradients, _n: list[int] = records) -> None:
-            _n.append(1)
-            _own()
+        def start(ctx: TrainContext, _own: Any = si.on_task_start, _forms: list[bool] = forms,
+                  _si: SIPenalty = si) -> None:
+            _own(ctx)
+            _forms.append(_si.path.closed_form)
 
-        si.path.record_gradients = counted  # type: ignore[method-assign]
+        si.on_task_start = start  # type: ignore[method-assign]
         res = fit(model, synthetic, layout, recipe, config, seed=0)
-        assert si._at_step is (not extra)
-        assert (len(records) > 0) is extra
+        assert forms == [not extra] * len(synthetic.tasks)
         runs.append((res, [p.detach().clone() for p in model.parameters()], si.state_dict()))
     (a, pa, sa), (b, pb, sb) = runs
-    assert all(torch.equal(p, q) for p, q in zip(pa, pb))
-    assert same_matrices(a.accuracy, b.accuracy)
-    for key in ("importances", "anchors"):
-        for x, y in zip(sa[key], sb[key]):
-            assert x.keys() == y.keys() and all(torch.equal(x[n], y[n]) for n in x)
-    assert float(sum(o.sum() for o in sa["importances"][0].values())) > 0
+    for p, q in zip(pa, pb):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    for s in a.accuracy:
+        np.testing.assert_allclose(a.accuracy[s], b.accuracy[s], atol=0.02)
+    x, y = sa["importances"][0], sb["importances"][0]
+    assert x.keys() == y.keys() and float(sum(o.sum() for o in x.values())) > 0
+    for n in x:
+        torch.testing.assert_close(x[n], y[n], rtol=1e-3, atol=1e-6, msg=n)
 
 
 def test_on_task_end_runs_before_evaluation(synthetic: Scenario) -> None:
