@@ -181,6 +181,21 @@ def test_trace_persists_and_reset_trace():
     assert layer.hebb.shape == (3, 4) and torch.count_nonzero(layer.hebb) == 0
 
 
+def test_int32_targets_and_a_float64_layer():
+    h = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([2, 0, -1, 2, 2, 0])
+    a = _layer(4, 3).double().train()
+    za = a(h, targets=y)
+    b = _layer(4, 3).double().train()
+    zb = b(h, targets=y.int())
+    assert za.dtype == torch.float64 and a.hebb.dtype == torch.float64
+    assert torch.equal(za, zb) and torch.equal(a.hebb, b.hebb)
+    mean0 = h[[1, 5]].mean(0)  # class 0 from zero: Hebb = eta * mean
+    torch.testing.assert_close(a.hebb[0], a.eta.detach() * mean0)
+    assert torch.count_nonzero(a.hebb[1]) == 0  # class 1 absent
+    assert "onehot_table" not in a.state_dict()  # derived, not saved
+
+
 def test_eta_is_clamped_to_unit_interval_in_the_update():
     layer = _layer(3, 2, eta=1.5)
     h = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
