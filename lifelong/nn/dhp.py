@@ -206,17 +206,20 @@ class DHPSoftmax(nn.Module):
 
         One lookup in :attr:`onehot_table`; ``index_select`` itself rejects an index outside the
         table, so the range check costs nothing unless it fails (a host-side min/max on every
-        step cost as much as a tensor operation right after the backbone's matmuls).
+        step cost as much as a tensor operation right after the backbone's matmuls). Integer
+        types other than int32/int64 (which ``index_select`` refuses) are converted on that path.
         """
         try:
             return self.onehot_table.index_select(0, targets + 1)
-        except (IndexError, RuntimeError) as err:
+        except (IndexError, RuntimeError):
             lo, hi = (int(v) for v in torch.aminmax(targets))
             if lo < -1 or hi >= self.out_features:
                 raise ValueError(f"targets must lie in [0, {self.out_features}) (this layer's "
                                  f"own output units; -1 = no label), got values in "
                                  f"[{lo}, {hi}]") from None
-            raise err
+            if targets.dtype in (torch.int32, torch.int64):
+                raise  # not a range problem (e.g. another device): torch's own message
+            return self.onehot_table.index_select(0, targets.long() + 1)
 
     def forward(self, h: Tensor, targets: Tensor | None = None,
                 units: slice | None = None) -> Tensor:

@@ -181,15 +181,18 @@ def test_trace_persists_and_reset_trace():
     assert layer.hebb.shape == (3, 4) and torch.count_nonzero(layer.hebb) == 0
 
 
-def test_int32_targets_and_a_float64_layer():
+def test_int32_and_int8_targets_and_a_float64_layer():
     h = torch.randn(6, 4, dtype=torch.float64)
     y = torch.tensor([2, 0, -1, 2, 2, 0])
     a = _layer(4, 3).double().train()
     za = a(h, targets=y)
     b = _layer(4, 3).double().train()
     zb = b(h, targets=y.int())
+    c = _layer(4, 3).double().train()
+    zc = c(h, targets=y.to(torch.int8))  # index_select refuses int8: converted
     assert za.dtype == torch.float64 and a.hebb.dtype == torch.float64
     assert torch.equal(za, zb) and torch.equal(a.hebb, b.hebb)
+    assert torch.equal(za, zc) and torch.equal(a.hebb, c.hebb)
     mean0 = h[[1, 5]].mean(0)  # class 0 from zero: Hebb = eta * mean
     torch.testing.assert_close(a.hebb[0], a.eta.detach() * mean0)
     assert torch.count_nonzero(a.hebb[1]) == 0  # class 1 absent
@@ -354,6 +357,8 @@ def test_error_targets_out_of_range():
         layer(torch.randn(4, 5), targets=torch.tensor([0, 1, 2, 3]))
     with pytest.raises(ValueError, match=r"got values in \[-2, 1\]"):
         layer(torch.randn(2, 5), targets=torch.tensor([-2, 1]))
+    with pytest.raises(ValueError, match=r"got values in \[0, 7\]"):
+        layer(torch.randn(2, 5), targets=torch.tensor([7, 0], dtype=torch.int8))
 
 
 def test_error_targets_shape_and_dtype():
