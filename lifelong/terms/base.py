@@ -2,7 +2,8 @@
 
 A term can contribute a loss and react at five positions of the training loop
 (:func:`lifelong.train.loop.fit`): task start, loss, after backward, after step, task end.
-Terms never call ``optimizer.step()`` and never overwrite ``.grad``.
+Terms never call ``optimizer.step()`` and never overwrite ``.grad`` (with the two exceptions
+below, both for the plain SGD step).
 
 A term whose loss depends on the parameters only (a quadratic penalty) sets ``penalty = True``:
 the loop back-propagates it *after* ``on_after_backward``, so that hooks there see the gradient
@@ -20,6 +21,13 @@ parameters by its own SGD step, ``theta <- theta - lr * grad(penalty)``, right b
 optimiser's step: exactly the update the optimiser would make with the gradient added to
 ``.grad``, without writing the gradient. The loop does not allow it when a term declares
 ``observes_gradient_steps`` (it reads each step from ``.grad``, as SI's path integral does).
+
+A term that is the run's only gradient writer (``ctx.gradient_terms``) and only observer
+(``ctx.gradient_observers``) may, under the same plain SGD step, take the whole step of the
+parameters it tracks in :meth:`Term.add_gradient` -- data gradient and its own -- and set their
+``.grad`` to ``None`` so that ``optimizer.step()`` skips them. SI does so with a compiled
+one-pass kernel (:meth:`lifelong.terms.importance.PathIntegral.sgd_step`), bit-identical to
+the gradient, the optimiser's step and the path integral done with torch operations.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
+from lifelong.native import float32_cpu, si_sgd_step_kernel
+
 FISHER_VARIANTS = ("true", "sample", "empirical", "predicted", "batched")
 
 Batches = Iterable[Tensor | tuple[Tensor, Tensor | None]]
@@ -867,6 +869,10 @@ class PathIntegral:
       :meth:`importance`. Where ``k = 0`` (no penalty yet, e.g. the first task) ``A`` is the
       plain-SGD form's sum itself, bit for bit. Otherwise the two forms agree up to float
       rounding (about ``eps`` relative to the larger of ``A`` and ``k u^2``).
+
+      :meth:`sgd_step` can moreover take the optimiser's step itself in this form: the
+      penalty's gradient, ``theta -= lr * grad`` and ``A += lr * grad^2`` in one compiled pass
+      per parameter instead of four torch passes (:mod:`lifelong.native`), bit for bit the same.
     """
 
     def __init__(self) -> None:
@@ -888,6 +894,9 @@ class PathIntegral:
         self._seg_start: list[Tensor] = []
         self._seg_lr: list[float | None] = []
         self._work: list[Tensor] = []
+        # sgd_step's fixed operands (addresses held alive by the lists above), per offsets list
+        self._kernel_for: Sequence[Tensor | None] | None = None
+        self._kernel_args: list[tuple[int, int | None, int | None, int, int] | None] = []
 
     def begin(self, params: Mapping[str, Tensor],
               optimizer: torch.optim.Optimizer | None = None,
@@ -917,6 +926,7 @@ class PathIntegral:
         self.omega = [torch.zeros_like(p) for p in self._params]
         self._recorded = [False] * len(self._params)
         self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
+        self._kernel_for, self._kernel_args = None, []
         if self.closed_form:
             assert quadratic is not None and self._groups is not None
             for n, p in params.items():
@@ -1003,16 +1013,12 @@ class PathIntegral:
         lrs = self._lrs()
         if lrs != self._seg_lr:
             for i, (old, new) in enumerate(zip(self._seg_lr, lrs)):
-                if old == new:
-                    continue
-                p = self._params[i]
-                before = self._values[i]  # theta before this step: theta + lr grad
-                if p.grad is not None and new:
-                    before = before.add(p.grad, alpha=new)
-                self.omega[i].add_(self._segment_work(i, before))
-                self._work[i].zero_()
-                self._seg_start[i] = before.clone()
-                self._seg_lr[i] = new
+                if old != new:
+                    p = self._params[i]
+                    before = self._values[i]  # theta before this step: theta + lr grad
+                    if p.grad is not None and new:
+                        before = before.add(p.grad, alpha=new)
+                    self._new_segment(i, before, new)
         by_lr: dict[float, list[int]] = {}
         for i, (p, lr) in enumerate(zip(self._params, lrs)):
             if p.grad is not None and lr is not None:
@@ -1020,6 +1026,85 @@ class PathIntegral:
         for lr, idx in by_lr.items():
             grads = [self._params[i].grad for i in idx]
             torch._foreach_addcmul_([self._work[i] for i in idx], grads, grads, value=lr)
+
+    def _new_segment(self, i: int, at: Tensor, lr: float | None) -> None:
+        """Closes parameter ``i``'s segment at ``at`` (into ``omega``) and opens one of ``lr``."""
+        self.omega[i].add_(self._segment_work(i, at))
+        self._work[i].zero_()
+        self._seg_start[i] = at.clone()
+        self._seg_lr[i] = lr
+
+    def sgd_step(self, offsets: Sequence[Tensor | None]) -> bool:
+        """Takes the optimiser's plain SGD step of the tracked parameters itself, the quadratic
+        penalty's gradient and the closed form's ``A += lr * grad^2`` included, in one compiled
+        pass per parameter (:func:`lifelong.native.si_sgd_step_kernel`).
+
+        Closed form only (:meth:`begin` with ``quadratic`` and a plain-SGD optimiser). For every
+        parameter the optimiser holds: ``grad = g + k theta - k m`` (``g`` the ``.grad`` of the
+        task loss, or 0 where it is ``None``; no penalty term where ``k`` is ``None``),
+        ``A += lr * grad^2`` and ``theta -= lr * grad`` -- the same numbers, bit for bit, as the
+        penalty's :meth:`~lifelong.terms.penalty.QuadraticPenalty.accumulate_gradient`, then
+        ``optimizer.step()``, then :meth:`accumulate` -- after which ``.grad`` is set to ``None``
+        so that the optimiser's own step skips the parameter. Four memory-bound passes over
+        every parameter become one. Call it right before ``optimizer.step()``; :meth:`accumulate`
+        after the step then has nothing left to do for these parameters. (At a change of
+        learning rate the segment closes at ``theta`` itself rather than at ``theta + lr grad``
+        reconstructed after the step: the same sum up to float rounding.)
+
+        Args:
+            offsets: ``k * m`` per parameter, in the order of :attr:`names`, exactly as the
+                penalty's gradient subtracts it (``None`` where ``k`` is ``None``).
+
+        Returns:
+            ``False``, with nothing changed, where the compiled kernel is unavailable or some
+            tensor is not a contiguous float32 CPU tensor: the caller takes the torch path.
+
+        Raises:
+            ValueError: ``offsets`` does not have one entry per tracked parameter.
+        """
+        if not self.closed_form:
+            return False
+        if len(offsets) != len(self.names):
+            raise ValueError(f"PathIntegral.sgd_step: offsets needs one entry per tracked "
+                             f"parameter ({len(self.names)}: {self.names}), got {len(offsets)}")
+        kernel = si_sgd_step_kernel()
+        if kernel is None:
+            return False
+        if self._kernel_for is not offsets:  # the task's fixed operands, checked once
+            self._kernel_args = [self._static_args(i, offsets[i]) for i in range(len(self.names))]
+            self._kernel_for = offsets
+        lrs = self._lrs()
+        todo = []
+        for i, (p, lr, args) in enumerate(zip(self._params, lrs, self._kernel_args)):
+            if lr is None or not p.requires_grad:
+                continue  # the optimiser does not move it
+            g = p.grad
+            if g is None and args is not None and args[1] is None:
+                continue  # no gradient, no penalty: nothing moves it
+            if args is None or (g is not None and not float32_cpu(g)):
+                return False
+            todo.append((i, g))
+        if lrs != self._seg_lr:
+            for i, (old, new) in enumerate(zip(self._seg_lr, lrs)):
+                if old != new:
+                    self._new_segment(i, self._values[i], new)  # theta before this step
+        args = self._kernel_args
+        for i, g in todo:
+            theta, k, km, work, n = args[i]  # type: ignore[misc]
+            kernel(theta, None if g is None else g.data_ptr(), k, km, work, n, lrs[i])
+            self._params[i].grad = None
+        return True
+
+    def _static_args(self, i: int, offset: Tensor | None
+                     ) -> tuple[int, int | None, int | None, int, int] | None:
+        """Addresses of parameter ``i``'s fixed kernel operands (``theta``, ``k``, ``k m``,
+        ``A``) and its size, or ``None`` if one is not a contiguous float32 CPU tensor."""
+        theta, k, work = self._values[i], self._k[i], self._work[i]
+        if (k is None) != (offset is None) or not all(
+                float32_cpu(t) for t in (theta, k, offset, work) if t is not None):
+            return None
+        return (theta.data_ptr(), None if k is None else k.data_ptr(),
+                None if offset is None else offset.data_ptr(), work.data_ptr(), theta.numel())
 
     def _segment_work(self, i: int, end: Tensor) -> Tensor:
         """``sum -g delta`` of parameter ``i`` over the current segment, ending at ``end``:
@@ -1057,6 +1142,7 @@ class PathIntegral:
         self.start, self.prev, self.grads, self.omega = [], [], [], []
         self._groups, self.plain_sgd, self.closed_form = None, False, False
         self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
+        self._kernel_for, self._kernel_args = None, []
 
     def state_dict(self) -> dict[str, Any]:
         """``theta_start``, ``theta_prev`` (empty in the plain-SGD forms), the last gradient
@@ -1080,6 +1166,7 @@ class PathIntegral:
         self._groups = None
         self.closed_form = False
         self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
+        self._kernel_for, self._kernel_args = None, []
         self.start = [state["start"][n].clone() for n in names]
         self.prev = [] if self.plain_sgd else [state["prev"][n].clone() for n in names]
         self.omega = [state["omega"][n].clone() for n in names]

@@ -548,6 +548,11 @@ class SIPenalty(QuadraticPenalty):
     ``si`` and ``dhp+si``), every step's gradient is ``g + 2 c S (theta - m)`` and the path
     integral takes its closed form (:class:`PathIntegral`): ``A += lr * grad^2`` per step and
     no copy of ``g`` at all, the same sum up to float rounding (bit for bit in the first task).
+    When SI is moreover the only term that reads the steps from ``.grad``
+    (``ctx.gradient_observers``), :meth:`add_gradient` takes the whole plain SGD step of the
+    parameters it tracks in one compiled pass each (:meth:`PathIntegral.sgd_step`: penalty
+    gradient, step and ``A``, bit-identical to the torch operations; where no C compiler is
+    available the torch operations run, see :mod:`lifelong.native`).
 
     Args:
         c: Penalty strength.
@@ -567,17 +572,34 @@ class SIPenalty(QuadraticPenalty):
         self.c = c
         self.xi = xi
         self.path = PathIntegral()
+        self._own_steps = False
+        self._path_offsets: list[Tensor | None] = []
 
     def on_task_start(self, ctx: "TrainContext") -> None:
         super().on_task_start(ctx)
         quadratic = None
+        offsets: dict[str, Tensor] = {}
         writers = ctx.gradient_terms
         if len(writers) == 1 and writers[0] is self:  # grad = g + 2 c S (theta - m), nothing else
             quadratic = {}
             if self._names and self.strength != 0.0:
                 quadratic = dict(zip(self._names, zip(self._gradient_scales(), self._centers)))
-        self.path.begin(select_parameters(ctx.model, self.penalize_plastic), ctx.optimizer,
-                        quadratic=quadratic)
+                offsets = dict(zip(self._names, self._grad_offsets))
+        params = select_parameters(ctx.model, self.penalize_plastic)
+        self.path.begin(params, ctx.optimizer, quadratic=quadratic)
+        # the whole step may be taken here only if no other term reads it from .grad
+        self._own_steps = self.path.closed_form and tuple(ctx.gradient_observers) == (self,)
+        self._path_offsets = [offsets.get(n) for n in self.path.names]
+
+    def add_gradient(self, ctx: "TrainContext") -> None:
+        """The penalty's gradient (:meth:`QuadraticPenalty.add_gradient`); or, in the closed
+        form (plain SGD, this penalty the only term that writes or reads ``.grad``), the whole
+        plain SGD step of the tracked parameters in one compiled pass, penalty and path
+        integral included (:meth:`PathIntegral.sgd_step`, bit-identical; their ``.grad`` is
+        then cleared so that ``optimizer.step()`` skips them)."""
+        if self._own_steps and self.path.sgd_step(self._path_offsets):
+            return
+        super().add_gradient(ctx)
 
     def on_after_backward(self, ctx: "TrainContext") -> None:
         self.path.record_gradients()

@@ -99,6 +99,8 @@ class TrainContext:
             sets it unless a term observes the steps through ``.grad``.
         gradient_terms: The terms that add to ``.grad`` between the data losses' backward and
             the optimiser's step (penalties, back-propagated or direct), in the loop's order.
+        gradient_observers: The terms that observe the steps through ``.grad``
+            (``observes_gradient_steps``).
     """
 
     model: nn.Module
@@ -114,6 +116,7 @@ class TrainContext:
     train_y: Tensor | None = None
     penalty_steps: bool = False
     gradient_terms: tuple[Term, ...] = ()
+    gradient_observers: tuple[Term, ...] = ()
 
     @property
     def task(self) -> Task:
@@ -260,7 +263,8 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     ctx = TrainContext(model=model, scenario=scenario, layout=layout, config=config, generator=gen,
                        penalty_steps=not any(t.observes_gradient_steps for t in terms),
-                       gradient_terms=(*penalty_terms, *direct_terms))
+                       gradient_terms=(*penalty_terms, *direct_terms),
+                       gradient_observers=tuple(t for t in terms if t.observes_gradient_steps))
     acc = {s: np.full((n_tasks, n_tasks), np.nan) for s in layout.eval_settings}
     baseline = None
     losses: dict[str, list[list[float]]] = {t.name: [] for t in terms}

@@ -366,6 +366,50 @@ def test_si_takes_the_closed_form_only_as_the_runs_only_gradient_writer(
         torch.testing.assert_close(x[n], y[n], rtol=1e-3, atol=1e-6, msg=n)
 
 
+def test_si_takes_its_steps_in_one_compiled_pass_with_identical_results(
+        synthetic: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the run's only gradient writer and observer, SI takes the plain SGD step of the
+    parameters it tracks itself (PathIntegral.sgd_step, the compiled kernel): every step of
+    every task, and the run ends bit for bit where the torch path ends. Another term that reads
+    the steps from ``.grad`` keeps SI on the torch path."""
+    from lifelong import native
+    from lifelong.terms import importance
+    from lifelong.terms.penalty import SIPenalty
+
+    if native.si_sgd_step_kernel() is None:
+        pytest.skip(f"no compiled kernel: {native.native_status()}")
+    own = importance.PathIntegral.sgd_step
+    calls: list[bool] = []
+
+    def counted(self: importance.PathIntegral, offsets: Any) -> bool:
+        calls.append(own(self, offsets))
+        return calls[-1]
+
+    monkeypatch.setattr(importance.PathIntegral, "sgd_step", counted)
+    runs, counts = [], []
+    for kernel, observer in ((True, False), (False, False), (True, True)):
+        if not kernel:
+            monkeypatch.setattr(importance, "si_sgd_step_kernel", lambda: None)
+        calls.clear()
+        layout, recipe, model, config = prepare(synthetic, method="si", lr=0.02, epochs=2)
+        if observer:
+            recipe.terms += [StepWatcher(observes=True)]
+        res = fit(model, synthetic, layout, recipe, config, seed=0)
+        (si,) = [t for t in recipe.terms if isinstance(t, SIPenalty)]
+        runs.append((res, [p.detach().clone() for p in model.parameters()], si.state_dict()))
+        counts.append(len(calls))
+        assert all(c == kernel for c in calls)
+    steps = sum(2 * -(-t.train_y.shape[0] // config.batch_size) for t in synthetic.tasks)
+    assert counts == [steps, steps, 0]  # once per step; never beside another observer
+    (a, pa, sa), (b, pb, sb), _ = runs
+    assert all(torch.equal(p, q) for p, q in zip(pa, pb))
+    for s in a.accuracy:
+        np.testing.assert_array_equal(a.accuracy[s], b.accuracy[s])
+    x, y = sa["importances"][0], sb["importances"][0]
+    assert x.keys() == y.keys() and float(sum(o.sum() for o in x.values())) > 0
+    assert all(torch.equal(x[n], y[n]) for n in x)
+
+
 def test_on_task_end_runs_before_evaluation(synthetic: Scenario) -> None:
     class ZeroAtEnd(Term):
         name = "zero"
