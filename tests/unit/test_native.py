@@ -128,9 +128,12 @@ def test_build_says_why_the_kernel_is_unavailable(monkeypatch: pytest.MonkeyPatc
     if KERNEL is None:
         pytest.skip(f"no compiled kernel here: {native.native_status()}")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("CC", "/bin/false")
+    bad = tmp_path / "bad-cc"
+    bad.write_text("#!/bin/sh\necho 'no such flag' >&2\nexit 3\n")
+    bad.chmod(0o755)
+    monkeypatch.setenv("CC", str(bad))
     fn, why = native._build()
-    assert fn is None and why.startswith("compiling with /bin/false failed: exit 1")
+    assert fn is None and why == f"compiling with {bad} failed: exit 3: no such flag"
     monkeypatch.delenv("CC")
     fn, why = native._build()  # a fresh build into the (empty) cache directory
     built = list((tmp_path / "cache" / "lifelong" / "native").iterdir())
