@@ -886,9 +886,13 @@ class PathIntegral:
         self._recorded: list[bool] = []
         self._groups: list[dict[str, Any] | None] | None = None
         self.plain_sgd = False
-        # closed (quadratic-penalty) form: per parameter k, m, the current segment's start and
-        # learning rate, and A = sum lr grad^2 over the segment (omega holds closed segments)
         self.closed_form = False
+        self._reset_closed()
+
+    def _reset_closed(self) -> None:
+        """Empties the closed form's state."""
+        # per parameter k, m, the current segment's start and learning rate, and
+        # A = sum lr grad^2 over the segment (omega holds the closed segments)
         self._k: list[Tensor | None] = []
         self._m: list[Tensor | None] = []
         self._seg_start: list[Tensor] = []
@@ -925,8 +929,7 @@ class PathIntegral:
         self.grads = [] if self.closed_form else [torch.zeros_like(p) for p in self._params]
         self.omega = [torch.zeros_like(p) for p in self._params]
         self._recorded = [False] * len(self._params)
-        self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
-        self._kernel_for, self._kernel_args = None, []
+        self._reset_closed()
         if self.closed_form:
             assert quadratic is not None and self._groups is not None
             for n, p in params.items():
@@ -1141,8 +1144,7 @@ class PathIntegral:
         self.names, self._params, self._values, self._recorded = [], [], [], []
         self.start, self.prev, self.grads, self.omega = [], [], [], []
         self._groups, self.plain_sgd, self.closed_form = None, False, False
-        self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
-        self._kernel_for, self._kernel_args = None, []
+        self._reset_closed()
 
     def state_dict(self) -> dict[str, Any]:
         """``theta_start``, ``theta_prev`` (empty in the plain-SGD forms), the last gradient
@@ -1165,8 +1167,7 @@ class PathIntegral:
         self.plain_sgd = bool(state.get("plain_sgd", False))
         self._groups = None
         self.closed_form = False
-        self._k, self._m, self._seg_start, self._seg_lr, self._work = [], [], [], [], []
-        self._kernel_for, self._kernel_args = None, []
+        self._reset_closed()
         self.start = [state["start"][n].clone() for n in names]
         self.prev = [] if self.plain_sgd else [state["prev"][n].clone() for n in names]
         self.omega = [state["omega"][n].clone() for n in names]
