@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DHPSoftmax"]
+from lifelong.native import dhp_train_head_op
+
+__all__ = ["DHPSoftmax", "torch_train_head"]
 
 
 class DHPSoftmax(nn.Module):
@@ -94,9 +96,20 @@ class DHPSoftmax(nn.Module):
         Hebb' = Hebb + eta A^T R     row c: (1 - eta) Hebb_c + eta mean(h[y == c])  if n_c > 0,
                                             Hebb_c                                  otherwise
 
-    Plain differentiable operations throughout, so autograd supplies every gradient. The ``eta``
-    read is host-side, so the *training* update (not the evaluation forward, which importance
-    estimators use) cannot run under ``torch.func`` transforms.
+    Plain differentiable operations throughout (:func:`torch_train_head`), so autograd supplies
+    every gradient. The ``eta`` read is host-side, so the *training* update (not the evaluation
+    forward, which importance estimators use) cannot run under ``torch.func`` transforms.
+
+    Compiled step: for float32 CPU tensors (int64 targets, ``eta`` in ``[0, 1]``), the training
+    forward -- update, plastic weights, logits -- and its backward run as one autograd node, a
+    C++ torch operator built on first use (:func:`lifelong.native.dhp_train_head_op`). It calls
+    torch's own matrix products and sum where the graph above does and repeats the roundings of
+    the element-wise operations in between, so training is bit-identical to the torch path (it
+    is checked against :func:`torch_train_head` when loaded, and unused where it differs); it
+    spares the dozen small operations and autograd nodes that made the layer cost ~1.15--1.18x
+    a linear head per SGD step (now ~1.03--1.10x, ``benchmarks/dhp_step.py``). Its gradients
+    are first-order only (a ``create_graph=True`` backward through it raises);
+    ``LIFELONG_NATIVE=0`` keeps the torch path everywhere.
 
     Args:
         in_features: Size of the penultimate representation ``h``.
@@ -231,6 +244,7 @@ class DHPSoftmax(nn.Module):
         trace, inside the autograd graph (so ``eta``, ``alpha`` and ``h`` get its gradient); the
         buffer then holds the updated value, detached. Classes without samples keep their trace.
         In eval mode, or without ``targets``, the current trace is used and never changed.
+        Where it applies, the compiled step computes the same numbers (class docstring).
 
         Args:
             h: Penultimate activations ``[B, in_features]``.
@@ -250,21 +264,87 @@ class DHPSoftmax(nn.Module):
             raise ValueError(f"h must have shape [B, in_features] = [B, {self.in_features}], "
                              f"got {list(h.shape)}")
         rows = None if units is None else self._rows(units)
-        weight, alpha, hebb, bias = self.weight, self.alpha, self.hebb, self.bias
-        if targets is not None and self.training:
-            self._check_targets(targets, h.shape[0])
-            onehot = self._onehot(targets)  # O; a zero row for -1
-            assign = onehot / onehot.sum(0).clamp_(min=1.0)  # A = O / max(n, 1)
-            resid = torch.addmm(h, onehot, hebb, alpha=-1.0)  # R = h - O Hebb
-            eta = self.eta
-            if not 0.0 <= eta.item() <= 1.0:
-                eta = eta.clamp(0.0, 1.0)
-            # Algorithm 1: Hebb_c <- (1 - eta) Hebb_c + eta h_bar_c for every class present
-            hebb = torch.addcmul(hebb, assign.t().mm(resid), eta)
-            # the new trace, without its graph, becomes the buffer (set in the buffer table
-            # directly: nn.Module.__setattr__'s checks cost as much as a tensor op here)
-            self._buffers["hebb"] = hebb.detach()
-        if rows is not None:
-            weight, alpha, hebb = weight[rows], alpha[rows], hebb[rows]
-            bias = None if bias is None else bias[rows]
-        return F.linear(h, torch.addcmul(weight, alpha, hebb), bias)
+        if targets is None or not self.training:
+            weight, alpha, hebb, bias = self.weight, self.alpha, self.hebb, self.bias
+            if rows is not None:
+                weight, alpha, hebb = weight[rows], alpha[rows], hebb[rows]
+                bias = None if bias is None else bias[rows]
+            return F.linear(h, torch.addcmul(weight, alpha, hebb), bias)
+        self._check_targets(targets, h.shape[0])
+        lo, hi = (0, self.out_features) if rows is None else (rows.start, rows.stop)
+        # the tensors straight from the module's tables (nn.Module.__getattr__ costs ~0.5 us
+        # each, which adds up to a tensor operation's cost on every training step)
+        params = self._parameters
+        weight, alpha, eta = params["weight"], params["alpha"], params["eta"]
+        bias = params.get("bias")
+        hebb = self._buffers["hebb"]
+        if not 0.0 <= eta.item() <= 1.0:
+            eta = eta.clamp(0.0, 1.0)
+        elif (_compilable(h) and targets.dtype == torch.int64 and targets.is_contiguous()
+              and _compilable(weight) and _compilable(alpha) and _compilable(hebb)
+              and _compilable(eta) and (bias is None or _compilable(bias))
+              and self.in_features > 1 and not torch.compiler.is_compiling()):
+            # the compiled step: float32 CPU tensors, int64 targets, all contiguous, outside
+            # torch.compile's tracing, in_features > 1 (autograd's matrix-product backward lays
+            # out a one-column h differently)
+            op = dhp_train_head_op()
+            if op is not None:
+                try:
+                    z, new_hebb = op(h, targets, weight, alpha, hebb, eta, bias, lo, hi)
+                except RuntimeError:
+                    pass  # e.g. a target out of range: the torch path says what is wrong
+                else:
+                    self._buffers["hebb"] = new_hebb  # a non-differentiable output: no graph
+                    return z
+        z, new_hebb = torch_train_head(h, targets, weight, alpha, hebb, eta, bias, lo, hi,
+                                       onehot=self._onehot(targets))
+        # the new trace, without its graph, becomes the buffer (set in the buffer table
+        # directly: nn.Module.__setattr__'s checks cost as much as a tensor op here)
+        self._buffers["hebb"] = new_hebb.detach()
+        return z
+
+
+def _compilable(t: Tensor) -> bool:
+    """A contiguous float32 CPU tensor (what the compiled step takes)."""
+    return t.dtype == torch.float32 and t.is_cpu and t.is_contiguous()
+
+
+def torch_train_head(h: Tensor, targets: Tensor, weight: Tensor, alpha: Tensor, hebb: Tensor,
+                     eta: Tensor, bias: Tensor | None, lo: int, hi: int,
+                     onehot: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """DHP-Softmax's training forward in torch operations: ``(logits of rows lo..hi-1, Hebb')``.
+
+    Thangarasa et al. 2020, Algorithm 1: ``Hebb'_c = (1 - eta) Hebb_c + eta mean(h[targets == c])``
+    for every class present, then ``z = h (w + alpha Hebb')^T + b``, all inside the autograd graph
+    (:class:`DHPSoftmax`'s docstring gives the one-hot form used here). The layer runs this where
+    its compiled equivalent (:func:`lifelong.native.dhp_train_head_op`, checked bit-identical to
+    this function when it is loaded) is unavailable.
+
+    Args:
+        h: Penultimate activations ``[B, in]``.
+        targets: Output-unit indices ``[B]`` in ``[-1, out)`` (-1: no label).
+        weight: Slow weights ``[out, in]``.
+        alpha: Plasticity coefficients ``[out, in]``.
+        hebb: The trace before the update ``[out, in]``.
+        eta: The Hebbian rate (0-dim), already within ``[0, 1]``.
+        bias: ``[out]`` or ``None``.
+        lo: First output row of the logits.
+        hi: One past the last output row.
+        onehot: ``O[b, c] = [targets_b = c]`` if already computed (the layer looks it up in a
+            fixed table, which also checks the range); built here otherwise.
+
+    Returns:
+        The logits ``[B, hi - lo]`` and the updated trace ``[out, in]`` (still in the graph).
+    """
+    if onehot is None:
+        eye = torch.eye(hebb.shape[0], dtype=hebb.dtype, device=hebb.device)
+        onehot = torch.cat([eye.new_zeros(1, eye.shape[1]), eye]).index_select(0, targets + 1)
+    assign = onehot / onehot.sum(0).clamp_(min=1.0)  # A = O / max(n, 1)
+    resid = torch.addmm(h, onehot, hebb, alpha=-1.0)  # R = h - O Hebb
+    # Algorithm 1: Hebb_c <- (1 - eta) Hebb_c + eta h_bar_c for every class present
+    new_hebb = torch.addcmul(hebb, assign.t().mm(resid), eta)
+    trace = new_hebb
+    if lo != 0 or hi != hebb.shape[0]:
+        weight, alpha, trace = weight[lo:hi], alpha[lo:hi], trace[lo:hi]
+        bias = None if bias is None else bias[lo:hi]
+    return F.linear(h, torch.addcmul(weight, alpha, trace), bias), new_hebb

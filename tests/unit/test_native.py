@@ -16,8 +16,7 @@ from lifelong.terms.importance import PathIntegral
 from lifelong.terms.penalty import QuadraticPenalty
 
 KERNEL = native.si_sgd_step_kernel()
-needs_kernel = pytest.mark.skipif(KERNEL is None, reason=f"no compiled kernel: "
-                                  f"{native.native_status()}")
+needs_kernel = pytest.mark.skipif(KERNEL is None, reason=f"no compiled kernel: {native._status}")
 
 
 @needs_kernel
@@ -127,7 +126,7 @@ def test_build_says_why_the_kernel_is_unavailable(monkeypatch: pytest.MonkeyPatc
     assert native._build() == (None, "disabled by LIFELONG_NATIVE")
     monkeypatch.delenv("LIFELONG_NATIVE")
     if KERNEL is None:
-        pytest.skip(f"no compiled kernel here: {native.native_status()}")
+        pytest.skip(f"no compiled kernel here: {native._status}")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     bad = tmp_path / "bad-cc"
     bad.write_text("#!/bin/sh\necho 'no such flag' >&2\nexit 3\n")
