@@ -1,4 +1,4 @@
-"""Optional compiled kernels: small C functions built on first use, loaded with :mod:`ctypes`.
+"""Optional compiled kernels: a C function and a C++ torch operator, built on first use.
 
 On a CPU, a training step of a small network spends much of its time in memory-bound
 element-wise passes over the parameters, one per tensor operation, and -- for tensors of a few
@@ -14,7 +14,7 @@ Each kernel repeats, operation for operation, the rounding of the torch operatio
 (fused multiply-adds where torch's vectorised kernels use them, ``-ffp-contract=off`` elsewhere),
 so the compiled path and the torch path give bit-identical results: the kernel is compared with
 the torch operations when it is loaded, and not used on a machine where they differ.
-Everything falls back to torch operations, silently, where a kernel is unavailable: no C
+Everything falls back to torch operations, silently, where a kernel is unavailable: no C (C++)
 compiler, a CPU other than x86-64 with AVX2 and FMA, a failed build, a kernel that rounds
 differently, or ``LIFELONG_NATIVE=0`` in the environment. :func:`native_status` says which.
 
@@ -140,8 +140,9 @@ void class_step(const float* __restrict__ h, const int64_t* y, const float* __re
 }
 
 struct DHPTrainHead : public torch::autograd::Function<DHPTrainHead> {
-  // h [B, D], targets [B] (int64, -1 = no label), weight/alpha/hebb [C, D], eta 0-dim,
-  // bias [C] or none; logits of the rows lo..hi-1 and the updated trace.
+  // h [B, D], targets [B] (int64, -1 = no label), weight/alpha/hebb [C, D], eta 0-dim in
+  // [0, 1], bias [C] or none; logits of the rows lo..hi-1 and the updated trace. A target or
+  // eta out of range raises before anything is written.
   static variable_list forward(AutogradContext* ctx, Tensor h, Tensor targets, Tensor weight,
                                Tensor alpha, Tensor hebb, Tensor eta, c10::optional<Tensor> bias,
                                int64_t lo, int64_t hi) {
@@ -151,6 +152,7 @@ struct DHPTrainHead : public torch::autograd::Function<DHPTrainHead> {
       TORCH_CHECK(y[b] >= -1 && y[b] < C, "dhp_train_head: target ", y[b], " outside [-1, ",
                   C, ")");
     const float e = *eta.data_ptr<float>();
+    TORCH_CHECK(e >= 0.f && e <= 1.f, "dhp_train_head: eta = ", e, " outside [0, 1]");
     thread_local std::vector<float> work;
     work.resize(C * D + C);
     float* M = work.data();
@@ -525,4 +527,4 @@ def native_status() -> str:
 
 def float32_cpu(t: Tensor) -> bool:
     """Whether ``t`` can be handed to a kernel: a contiguous float32 tensor in CPU memory."""
-    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+    return t.dtype == torch.float32 and t.is_cpu and t.is_contiguous()

@@ -28,9 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong.native import dhp_train_head_op
+from lifelong.native import dhp_train_head_op, float32_cpu
 
 __all__ = ["DHPSoftmax", "torch_train_head"]
+
+# whether torch.compile is tracing (torch >= 2.3; earlier versions have no such check)
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
 
 
 class DHPSoftmax(nn.Module):
@@ -278,12 +281,10 @@ class DHPSoftmax(nn.Module):
         weight, alpha, eta = params["weight"], params["alpha"], params["eta"]
         bias = params.get("bias")
         hebb = self._buffers["hebb"]
-        if not 0.0 <= eta.item() <= 1.0:
-            eta = eta.clamp(0.0, 1.0)
-        elif (_compilable(h) and targets.dtype == torch.int64 and targets.is_contiguous()
-              and _compilable(weight) and _compilable(alpha) and _compilable(hebb)
-              and _compilable(eta) and (bias is None or _compilable(bias))
-              and self.in_features > 1 and not torch.compiler.is_compiling()):
+        if (float32_cpu(h) and targets.dtype == torch.int64 and targets.is_contiguous()
+                and float32_cpu(weight) and float32_cpu(alpha) and float32_cpu(hebb)
+                and float32_cpu(eta) and (bias is None or float32_cpu(bias))
+                and self.in_features > 1 and not _is_compiling()):
             # the compiled step: float32 CPU tensors, int64 targets, all contiguous, outside
             # torch.compile's tracing, in_features > 1 (autograd's matrix-product backward lays
             # out a one-column h differently)
@@ -292,21 +293,18 @@ class DHPSoftmax(nn.Module):
                 try:
                     z, new_hebb = op(h, targets, weight, alpha, hebb, eta, bias, lo, hi)
                 except RuntimeError:
-                    pass  # e.g. a target out of range: the torch path says what is wrong
+                    pass  # a target or eta out of range: the torch path says or clamps
                 else:
                     self._buffers["hebb"] = new_hebb  # a non-differentiable output: no graph
                     return z
+        if not 0.0 <= eta.item() <= 1.0:
+            eta = eta.clamp(0.0, 1.0)
         z, new_hebb = torch_train_head(h, targets, weight, alpha, hebb, eta, bias, lo, hi,
                                        onehot=self._onehot(targets))
         # the new trace, without its graph, becomes the buffer (set in the buffer table
         # directly: nn.Module.__setattr__'s checks cost as much as a tensor op here)
         self._buffers["hebb"] = new_hebb.detach()
         return z
-
-
-def _compilable(t: Tensor) -> bool:
-    """A contiguous float32 CPU tensor (what the compiled step takes)."""
-    return t.dtype == torch.float32 and t.is_cpu and t.is_contiguous()
 
 
 def torch_train_head(h: Tensor, targets: Tensor, weight: Tensor, alpha: Tensor, hebb: Tensor,

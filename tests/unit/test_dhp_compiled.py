@@ -56,8 +56,11 @@ def test_training_is_bit_identical_to_the_torch_path(units: slice | None, bias: 
     calls: list[int] = []
 
     def counted() -> Any:
-        calls.append(1)
-        return OP
+        def op(*args: Any) -> tuple[Tensor, Tensor]:
+            out = OP(*args)
+            calls.append(1)  # a step the compiled operator computed
+            return out
+        return op
 
     monkeypatch.setattr(dhp, "dhp_train_head_op", counted)
     fast, z_fast = _train(True, monkeypatch, units, bias)
@@ -112,8 +115,11 @@ def test_layer_uses_the_operator_only_where_it_applies(monkeypatch: pytest.Monke
     calls: list[int] = []
 
     def counted() -> Any:
-        calls.append(1)
-        return OP
+        def op(*args: Any) -> tuple[Tensor, Tensor]:
+            out = OP(*args)
+            calls.append(1)  # a step the compiled operator computed
+            return out
+        return op
 
     monkeypatch.setattr(dhp, "dhp_train_head_op", counted)
     layer = DHPSoftmax(8, 3).train()
@@ -126,12 +132,19 @@ def test_layer_uses_the_operator_only_where_it_applies(monkeypatch: pytest.Monke
     layer.double()(h.double(), targets=y)  # float64: torch path
     layer.float()
     with torch.no_grad():
-        layer.eta.fill_(1.5)  # outside [0, 1]: the torch path clamps
+        layer.eta.fill_(1.5)  # outside [0, 1]: the operator refuses, the torch path clamps
     layer(h, targets=y)
     assert len(calls) == 1
     one = DHPSoftmax(1, 3).train()  # one input feature: torch path
     one(torch.randn(5, 1), targets=y)
+    with torch.no_grad():
+        layer.eta.fill_(0.5)
+    monkeypatch.setattr(dhp, "_is_compiling", lambda: True)  # inside torch.compile's tracing
+    layer(h, targets=y)
     assert len(calls) == 1
+    monkeypatch.setattr(dhp, "_is_compiling", lambda: False)
+    layer(h, targets=y)
+    assert len(calls) == 2
 
 
 @needs_op
