@@ -109,8 +109,8 @@ class DHPSoftmax(nn.Module):
     torch's own matrix products and sum where the graph above does and repeats the roundings of
     the element-wise operations in between, so training is bit-identical to the torch path (it
     is checked against :func:`torch_train_head` when loaded, and unused where it differs); it
-    spares the dozen small operations and autograd nodes that made the layer cost ~1.15--1.18x
-    a linear head per SGD step (now ~1.03--1.10x, ``benchmarks/dhp_step.py``). Its gradients
+    spares the dozen small operations and autograd nodes that made the layer cost ~1.17x a linear
+    head per SGD step (now ~1.07x, ``benchmarks/dhp_step.py``). Its gradients
     are first-order only (a ``create_graph=True`` backward through it raises);
     ``LIFELONG_NATIVE=0`` keeps the torch path everywhere.
 
@@ -275,12 +275,15 @@ class DHPSoftmax(nn.Module):
             return F.linear(h, torch.addcmul(weight, alpha, hebb), bias)
         self._check_targets(targets, h.shape[0])
         lo, hi = (0, self.out_features) if rows is None else (rows.start, rows.stop)
-        # the tensors straight from the module's tables (nn.Module.__getattr__ costs ~0.5 us
-        # each, which adds up to a tensor operation's cost on every training step)
-        params = self._parameters
-        weight, alpha, eta = params["weight"], params["alpha"], params["eta"]
-        bias = params.get("bias")
-        hebb = self._buffers["hebb"]
+        try:  # the tensors straight from the module's tables (nn.Module.__getattr__ costs
+            # ~0.5 us each, which adds up to a tensor operation's cost on every training step)
+            params = self._parameters
+            weight, alpha, eta = params["weight"], params["alpha"], params["eta"]
+            bias = params["bias"] if "bias" in params else self.bias
+            hebb = self._buffers["hebb"]
+        except KeyError:  # computed by a parametrization (torch.nn.utils.parametrize)
+            weight, alpha, eta, bias = self.weight, self.alpha, self.eta, self.bias
+            hebb = self.hebb
         if (float32_cpu(h) and targets.dtype == torch.int64 and targets.is_contiguous()
                 and float32_cpu(weight) and float32_cpu(alpha) and float32_cpu(hebb)
                 and float32_cpu(eta) and (bias is None or float32_cpu(bias))

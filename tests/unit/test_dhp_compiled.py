@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.nn.utils.parametrize
 from torch import Tensor, nn
 
 from lifelong import native
@@ -203,3 +204,23 @@ def test_build_says_why_the_operator_is_unavailable(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     missing = "no C++ compiler found (set CXX, or install g++/clang++)"
     assert native._compile_dhp("AVX2") == (None, missing)
+
+
+class _Doubled(nn.Module):
+    def forward(self, w: Tensor) -> Tensor:
+        return 2.0 * w
+
+
+def test_parametrized_weights_are_read_through_the_module() -> None:
+    """A parametrization replaces ``weight`` in the parameter table by a computed property; the
+    training forward still sees the computed weight (compiled path or not)."""
+    torch.manual_seed(0)
+    plain = DHPSoftmax(8, 3).train()
+    doubled = DHPSoftmax(8, 3).train()
+    doubled.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        plain.weight.mul_(2.0)
+    torch.nn.utils.parametrize.register_parametrization(doubled, "weight", _Doubled())
+    h, y = torch.randn(6, 8), torch.tensor([0, 1, 1, 2, -1, 0])
+    torch.testing.assert_close(doubled(h, targets=y), plain(h, targets=y))
+    torch.testing.assert_close(doubled.hebb, plain.hebb)
