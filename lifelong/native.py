@@ -477,13 +477,14 @@ def _compile_dhp(capability: str) -> tuple[Path | None, str]:
 def _dhp_matches_torch(op: Callable[..., tuple[Tensor, Tensor]]) -> bool:
     """Whether ``op`` gives the logits, the new trace and every gradient of the layer's torch
     operations (:func:`lifelong.nn.dhp.torch_train_head`) bit for bit: with and without a bias,
-    all rows or a range, absent, repeated and unlabelled (-1) classes, a non-zero trace and
-    sizes with vector tails. Checked once when it is loaded."""
+    all rows or a range, absent, repeated and unlabelled (-1) classes, a non-zero trace, sizes
+    with vector tails and the DHP protocol's sizes. Checked once when it is loaded."""
     from lifelong.nn.dhp import torch_train_head
 
     gen = torch.Generator().manual_seed(0)
-    B, C, D = 23, 6, 37
-    for has_bias, (lo, hi) in ((True, (0, C)), (False, (0, C)), (True, (1, 4))):
+    cases = (((23, 6, 37), True, (0, 6)), ((23, 6, 37), False, (0, 6)), ((23, 6, 37), True, (1, 4)),
+             ((64, 10, 256), True, (0, 10)))  # the last: the DHP protocol's sizes
+    for (B, C, D), has_bias, (lo, hi) in cases:
         h = torch.randn(B, D, generator=gen)
         targets = torch.randint(-1, C - 1, (B,), generator=gen)  # class C-1 absent, -1 present
         weight, alpha, hebb = (torch.randn(C, D, generator=gen) for _ in range(3))
