@@ -50,20 +50,25 @@ def _train(compiled: bool, monkeypatch: pytest.MonkeyPatch, units: slice | None 
     return model, logits
 
 
+def _count_compiled_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Makes the layer use a wrapper of the operator that appends to the returned list once per
+    step the operator computed (a step it refuses is not counted)."""
+    calls: list[int] = []
+
+    def op(*args: Any) -> tuple[Tensor, Tensor]:
+        out = OP(*args)
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(dhp, "dhp_train_head_op", lambda: op)
+    return calls
+
+
 @needs_op
 @pytest.mark.parametrize("units,bias", [(None, True), (None, False), (slice(1, 4), True)])
 def test_training_is_bit_identical_to_the_torch_path(units: slice | None, bias: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-
-    def counted() -> Any:
-        def op(*args: Any) -> tuple[Tensor, Tensor]:
-            out = OP(*args)
-            calls.append(1)  # a step the compiled operator computed
-            return out
-        return op
-
-    monkeypatch.setattr(dhp, "dhp_train_head_op", counted)
+    calls = _count_compiled_steps(monkeypatch)
     fast, z_fast = _train(True, monkeypatch, units, bias)
     ref, z_ref = _train(False, monkeypatch, units, bias)
     assert len(calls) == 12  # every step went through the compiled operator
@@ -113,16 +118,7 @@ def test_a_step_that_rounds_otherwise_is_refused() -> None:
 
 @needs_op
 def test_layer_uses_the_operator_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-
-    def counted() -> Any:
-        def op(*args: Any) -> tuple[Tensor, Tensor]:
-            out = OP(*args)
-            calls.append(1)  # a step the compiled operator computed
-            return out
-        return op
-
-    monkeypatch.setattr(dhp, "dhp_train_head_op", counted)
+    calls = _count_compiled_steps(monkeypatch)
     layer = DHPSoftmax(8, 3).train()
     h, y = torch.randn(5, 8), torch.tensor([0, 2, 2, -1, 1])
     layer(h, targets=y)
