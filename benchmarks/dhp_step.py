@@ -13,10 +13,6 @@ Usage: ``python benchmarks/dhp_step.py [--steps 2000] [--repeats 5] [--updates] 
 
 On a shared machine, wall-clock times with several intra-op threads swing widely (a descheduled
 OpenMP worker stalls every parallel matmul); ``--threads 1`` gives steadier ratios.
-
-The layer's training step runs as the compiled operator of :mod:`lifelong.native` where it is
-available (the first line of the output says which path was timed); ``LIFELONG_NATIVE=0`` times
-the torch operations instead.
 """
 
 from __future__ import annotations
@@ -31,17 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong.native import dhp_train_head_op
 from lifelong.nn.dhp import DHPSoftmax
 
 
-def _mlp(head: nn.Module) -> nn.Module:
+def _mlp(head: nn.Module) -> nn.ModuleDict:
     return nn.ModuleDict({"body": nn.Sequential(nn.Linear(784, 256), nn.ReLU(),
                                                 nn.Linear(256, 256), nn.ReLU()),
                           "head": head})
 
 
-def _stepper(model: nn.Module, plastic: bool, batches: list[tuple[Tensor, Tensor]]
+def _stepper(model: nn.ModuleDict, plastic: bool, batches: list[tuple[Tensor, Tensor]]
              ) -> Callable[[int], None]:
     """A function running ``n`` SGD steps of ``model`` over ``batches`` (cycled)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -109,7 +104,7 @@ def time_updates(steps: int, repeats: int, batch: int = 64) -> dict[str, float]:
     table = torch.cat([torch.zeros(1, 10), torch.eye(10)])
     out = {}
     for name, fn in (("one-hot matmul", _update_onehot), ("index_add", _update_index_add)):
-        def run(n: int) -> None:
+        def run(n: int, fn: Callable[..., Tensor] = fn) -> None:
             for _ in range(n):
                 fn(hebb, h, y, eta, table).sum().backward()
         run(max(1, steps // 10))
@@ -133,8 +128,6 @@ def main(argv: Sequence[str] | None = None) -> float:
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    path = "compiled operator" if dhp_train_head_op() is not None else "torch operations"
-    print(f"DHP-Softmax training step: {path}")
     t_lin, t_dhp = time_heads(args.steps, args.repeats)
     ratio = t_dhp / t_lin
     print(f"MLP 784-256-256 + head, batch 64, {args.steps} SGD steps, median of {args.repeats} "

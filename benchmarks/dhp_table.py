@@ -18,12 +18,12 @@ Protocols (``--benchmark``):
 * ``split-mnist`` -- the seed's protocol, in full: task-IL, one DHP-Softmax (or ``nn.Linear``)
   head per task, MLP 784-256-256 ReLU, plain SGD lr 0.01, batch 64, 10 epochs per task, raw
   pixels (the benchmark's defaults). Consolidation hyperparameters from
-  ``configs/split-mnist-dhp-<X>.toml`` (the method's defaults where that file is missing).
+  ``configs/split-mnist-dhp/<X>.toml`` (the method's defaults where that file is missing).
 * ``permuted-mnist`` and ``imbalanced-permuted-mnist`` -- REDUCED: domain-IL (one shared 10-unit
   output layer, as the paper's PermutedMNIST network), the PermutedMNIST protocol of
-  ``configs/permuted-mnist-<X>.toml`` (Adam lr 1e-4, batch 128) with 5 tasks, 20 % of each
+  ``configs/permuted-mnist.toml`` (Adam lr 1e-4, batch 128) with 5 tasks, 20 % of each
   task's training set, 1000 iterations per task and an MLP 784-256-256, consolidation
-  hyperparameters from those files.
+  hyperparameters from ``configs/permuted-mnist/<X>.toml``.
 
 ``--quick`` shortens training (1 epoch / 200 iterations) for a smoke run; its numbers are not
 the table's. Results are cached as JSON lines (``--cache``), so an interrupted run resumes and a
@@ -67,8 +67,8 @@ class Protocol:
         setting: Continual-learning setting trained and reported.
         overrides: Dotted overrides on top of the benchmark's defaults.
         quick: Extra overrides of ``--quick``.
-        config_pattern: ``configs/`` file name (``{method}`` substituted) whose ``[<method>]``
-            table gives a consolidation method's hyperparameters.
+        config_pattern: path under ``configs/`` (``{method}`` substituted) of the file whose
+            ``[<method>]`` table gives a consolidation method's hyperparameters.
         description: One line for the table's caption.
     """
 
@@ -91,12 +91,12 @@ def protocols() -> dict[str, Protocol]:
     out = {
         "split-mnist": Protocol(
             "split-mnist", "task", {"data.normalize": False, "model.head": "multi"},
-            {"train.epochs": 1}, "split-mnist-dhp-{method}.toml",
+            {"train.epochs": 1}, "split-mnist-dhp/{method}.toml",
             "DHP SplitMNIST protocol (full): task-IL, one head per task, MLP 784-256-256, "
             "SGD lr 0.01, batch 64, 10 epochs per task, raw pixels"),
         "permuted-mnist": Protocol(
             "permuted-mnist", "domain", reduced_perm, {"train.iterations": 200},
-            "permuted-mnist-{method}.toml", perm_desc),
+            "permuted-mnist/{method}.toml", perm_desc),
     }
     out["imbalanced-permuted-mnist"] = dataclasses.replace(
         out["permuted-mnist"], benchmark="imbalanced-permuted-mnist",

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lifelong.config import load_toml, make_config
+from lifelong.config import load_configs, make_config
 from lifelong.data.scenarios import build_scenario, get_benchmark, list_benchmarks
 from lifelong.methods.registry import get_method, list_methods, parse_method
 
@@ -43,7 +43,12 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("-s", "--setting", choices=("task", "domain", "class"),
                    help="continual-learning setting (default: the benchmark's)")
     r.add_argument("--seeds", nargs="+", default=None, help="seeds (default 0)")
-    r.add_argument("-c", "--config", help="TOML configuration file (see configs/)")
+    r.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
+                   help="TOML configuration file (see configs/); repeatable: a later file's "
+                   "values replace an earlier file's, tables merge key by key")
+    r.add_argument("--device", metavar="{auto,cpu,cuda[:N],mps}",
+                   help="where to train (sets train.device over files and overrides; default "
+                   "auto: CUDA when available, else the CPU)")
     r.add_argument("--data-dir", help="directory looked in first for dataset files")
     r.add_argument("--download", action="store_true", help="download missing datasets")
     r.add_argument("-o", "--out", default="runs", help="output root for run folders (default runs)")
@@ -97,11 +102,10 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
             else:
                 methods.append(m)
         args.methods = methods
-    top: dict[str, Any] = {}
-    overrides: dict[str, Any] = {}
-    if args.config:
-        top, overrides = load_toml(args.config)
-    overrides.update(_parse_overrides(extra))
+    # files (later over earlier) < dotted overrides < flags
+    top, overrides = load_configs(args.config)
+    cli_overrides = _parse_overrides(extra)
+    overrides.update(cli_overrides)
     benchmark = args.benchmark or top.get("benchmark", "split-digits")
     get_benchmark(benchmark)
     methods = args.methods or top.get("methods") or top.get("method") or list_methods()
@@ -109,13 +113,15 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         methods = [methods]
     if seeds is None:
         seeds = top.get("seeds") or [top.get("seed", 0)]
-    setting = args.setting or top.get("setting")
+    setting = args.setting or (None if "setting" in cli_overrides else top.get("setting"))
     if args.data_dir:
         overrides["data.data_dir"] = args.data_dir
     if args.download:
         overrides["data.download"] = True
     if args.quiet:
         overrides["train.progress"] = "off"
+    if args.device is not None:
+        overrides["train.device"] = args.device
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     # Validate every (method, seed) before any training: unknown names, bad options, settings.

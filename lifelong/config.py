@@ -1,8 +1,9 @@
 """One run's configuration, composed from each component's defaults, and dotted overrides.
 
-Resolution order: component defaults -> the benchmark's protocol -> a TOML file -> the command
-line's ``key=value`` overrides. Keys are dotted: ``data.normalize``, ``model.hidden``,
-``train.lr``, and ``<method>.<field>`` for a method's hyperparameters (``ewc.lam=1e7``).
+Resolution order: component defaults -> the benchmark's protocol -> TOML files, later over
+earlier (:func:`load_configs`) -> the command line's ``key=value`` overrides. Keys are dotted:
+``data.normalize``, ``model.hidden``, ``train.lr``, and ``<method>.<field>`` for a method's
+hyperparameters (``ewc.lam=1e7``).
 """
 
 from __future__ import annotations
@@ -12,16 +13,22 @@ import json
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lifelong.data.scenarios import BenchmarkOptions, get_benchmark
-from lifelong.methods.registry import get_method, parse_method
+from lifelong.methods.registry import get_method, list_methods, parse_method
 from lifelong.nn.model import ModelConfig
 from lifelong.train.loop import TrainConfig
 
 SECTIONS = ("data", "model", "train")
+# run-level entries of a configuration file and the type each must have
+TOP_KEYS: dict[str, type] = {"benchmark": str, "method": str, "methods": list, "setting": str,
+                             "seed": int, "seeds": list}
+# a later file's ``method`` replaces an earlier ``methods`` (and ``seed`` ``seeds``), and back
+_ALTERNATIVE = {"method": "methods", "methods": "method", "seed": "seeds", "seeds": "seed"}
 
 
 @dataclass
@@ -177,26 +184,34 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], strict_methods: b
         set_field(cfg.hparams[section], name, value, key)
 
 
-def flatten_toml(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Splits a TOML document into run-level entries (benchmark, method(s), seeds, setting) and
-    dotted overrides."""
+def flatten_toml(doc: dict[str, Any], where: str = "config file"
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Splits a TOML document into run-level entries (benchmark, method(s), seed(s), setting) and
+    dotted overrides; errors start with ``where`` (the file's name)."""
     top: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
     for k, v in doc.items():
         if isinstance(v, dict):
+            if k not in SECTIONS and k not in list_methods():
+                raise ValueError(f"{where}: unknown table [{k}]; valid: [data], [model], [train] "
+                                 f"or a method's name ({', '.join(list_methods())})")
             for kk, vv in v.items():
                 overrides[f"{k}.{kk}"] = vv
-        elif k in ("benchmark", "method", "methods", "seeds", "setting", "seed"):
+        elif k in TOP_KEYS:
+            if not isinstance(v, TOP_KEYS[k]) or isinstance(v, bool):
+                # ValueError like every other mistake in a file: one line from the CLI
+                raise ValueError(  # noqa: TRY004
+                    f"{where}: {k} must be a {TOP_KEYS[k].__name__}, got {v!r}")
             top[k] = v
         else:
-            raise ValueError(f"unknown top-level key {k!r} in config file; valid: benchmark, "
-                             "method(s), setting, seeds, and [data]/[model]/[train]/[<method>] "
+            raise ValueError(f"{where}: unknown top-level key {k!r}; valid: benchmark, "
+                             "method(s), setting, seed(s), and [data]/[model]/[train]/[<method>] "
                              "tables")
     return top, overrides
 
 
 def load_toml(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Reads a TOML configuration file (see ``configs/``)."""
+    """Reads one TOML configuration file (see ``configs/``) as ``(top, overrides)``."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {str(p)!r} does not exist")
@@ -204,7 +219,40 @@ def load_toml(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         doc = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"config file {str(p)!r} is not valid TOML: {e}") from None
-    return flatten_toml(doc)
+    return flatten_toml(doc, f"config file {str(p)!r}")
+
+
+def load_configs(paths: Sequence[str | Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reads TOML configuration files and layers them, later files over earlier ones.
+
+    Tables merge key by key: a later ``[train] lr`` replaces only ``train.lr``, and a method's
+    table adds to the same table of an earlier file. A later top-level entry (``benchmark``,
+    ``method``/``methods``, ``seed``/``seeds``, ``setting``) replaces the earlier one; ``method``
+    and ``methods`` (``seed`` and ``seeds``) replace each other.
+
+    Args:
+        paths: Configuration files, the one with the lowest precedence first.
+
+    Returns:
+        ``(top, overrides)`` as :func:`load_toml` returns them for a single file: the run-level
+        entries, and the dotted overrides (``{"train.lr": 0.01, "ewc.lam": 100.0}``).
+
+    Raises:
+        FileNotFoundError: A file does not exist.
+        ValueError: A file is not valid TOML, or has an unknown top-level key or table, or a
+            top-level value of the wrong type. Every message names the file.
+    """
+    top: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for path in paths:
+        file_top, file_overrides = load_toml(path)
+        for key, value in file_top.items():
+            alternative = _ALTERNATIVE.get(key)
+            if alternative is not None and alternative not in file_top:
+                top.pop(alternative, None)
+            top[key] = value
+        overrides.update(file_overrides)
+    return top, overrides
 
 
 def make_config(benchmark: str, method: str, seed: int = 0, setting: str | None = None,

@@ -112,8 +112,9 @@ class Layout:
             return None
         lo = units.start or 0
         hi = self.num_units if units.stop is None else units.stop
-        offsets = torch.tensor(self.offsets)[task_ids]
-        sizes = torch.tensor(self.sizes)[task_ids]
-        cols = torch.arange(lo, hi)
+        dev = task_ids.device
+        offsets = torch.tensor(self.offsets, device=dev)[task_ids]
+        sizes = torch.tensor(self.sizes, device=dev)[task_ids]
+        cols = torch.arange(lo, hi, device=dev)
         mask = (cols >= offsets[:, None]) & (cols < (offsets + sizes)[:, None])
         return None if bool(mask.all()) else mask

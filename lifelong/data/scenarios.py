@@ -468,7 +468,7 @@ _split(
 
 _PERMUTED_PROTOCOL: dict[str, Any] = {
     # van de Ven & Tolias (2019) use 2x1000 units, Adam lr 1e-4, 5000 iterations per task;
-    # configs/permuted-mnist-*.toml holds that full protocol. This default is a lighter one.
+    # configs/permuted-mnist.toml holds that full protocol. This default is a lighter one.
     "model.arch": "mlp",
     "model.hidden": (1000, 1000),
     "train.optimizer": "adam",

@@ -1,7 +1,8 @@
 """A method is a recipe: an output layer, a list of loss terms, a data regime and a freezing rule.
 
 Recipes compose with ``+`` (:func:`compose`): ``dhp+ewc`` is DHP-Softmax's output layer with EWC's
-penalty added to the term list, not a file written for the pair (DESIGN.md, principle 2).
+penalty added to the term list, not a file written for the pair (DESIGN.md, principle 2). In
+Python, ``recipe_a + recipe_b`` is the same composition.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from lifelong.data.regimes import CurrentTask, DataRegime
 from lifelong.nn.heads import LayerFactory
 from lifelong.terms.base import Term
 
 FreezeRule = Callable[[nn.Module, int], list[nn.Module]]
-REPLAY = ("none", "joint")
 
 
 @dataclass
@@ -27,8 +28,8 @@ class Recipe:
         terms: Loss terms besides the cross-entropy the loop always has.
         layer: Output-layer factory (``None``: ``nn.Linear``), e.g. DHP-Softmax.
         layer_name: Name of the method that set ``layer`` (for error messages).
-        replay: ``"none"`` (current task's data only) or ``"joint"`` (all data of the tasks seen so
-            far: the joint-training upper bound).
+        data: The data regime (:mod:`lifelong.data.regimes`); ``None`` means the current task's
+            data only (:class:`~lifelong.data.regimes.CurrentTask`).
         freeze: ``freeze(model, task_id)`` -> modules kept fixed (no gradient, eval mode) while
             training that task.
         freeze_name: Name of the method that set ``freeze``.
@@ -38,16 +39,27 @@ class Recipe:
     terms: list[Term] = field(default_factory=list)
     layer: LayerFactory | None = None
     layer_name: str | None = None
-    replay: str = "none"
+    data: DataRegime | None = None
     freeze: FreezeRule | None = None
     freeze_name: str | None = None
+
+    def regime(self) -> DataRegime:
+        """The recipe's data regime (the current task's data when none is set)."""
+        return self.data if self.data is not None else CurrentTask()
+
+    def __add__(self, other: Recipe) -> Recipe:
+        """``a + b`` is :func:`compose` ``([a, b])``."""
+        if not isinstance(other, Recipe):
+            return NotImplemented
+        return compose([self, other])
 
 
 def compose(recipes: Sequence[Recipe]) -> Recipe:
     """Combines recipes into one, or explains why they cannot be combined.
 
     Terms are concatenated (two terms with the same name are an error: the same method twice);
-    at most one recipe may set the output layer, the data regime or a freezing rule.
+    at most one recipe may set the output layer, the data regime or a freezing rule. The loss of
+    the composition is the sum of its parts' losses.
     """
     if not recipes:
         raise ValueError("compose() needs at least one recipe")
@@ -69,12 +81,12 @@ def compose(recipes: Sequence[Recipe]) -> Recipe:
                     "layer"
                 )
             out.layer, out.layer_name = r.layer, r.name
-        if r.replay != "none":
-            if out.replay != "none":
+        if r.data is not None:
+            if out.data is not None:
                 raise ValueError(
-                    f"cannot combine two data regimes ({out.replay!r} and {r.replay!r})"
+                    f"cannot combine two data regimes ({out.data.name!r} and {r.data.name!r})"
                 )
-            out.replay = r.replay
+            out.data = r.data
         if r.freeze is not None:
             if out.freeze is not None:
                 raise ValueError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from lifelong.data.regimes import Joint
 from lifelong.methods.base import Recipe
 from lifelong.methods.registry import register_method
 
@@ -23,11 +24,21 @@ def finetune(_: None) -> Recipe:
 @register_method("joint", description="joint training on all data seen so far: the upper bound "
                  "(Li & Hoiem 2016)")
 def joint(_: None) -> Recipe:
-    return Recipe(name="joint", replay="joint")
+    return Recipe(name="joint", data=Joint())
+
+
+def _backbone(model: nn.Module) -> nn.Module:
+    """``model.backbone`` (a :class:`~lifelong.nn.model.ContinualModel`'s), with a clear error
+    for other models."""
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"this freezing rule needs a model with a .backbone module (a "
+                         f"ContinualModel), got {type(model).__name__}")
+    return backbone
 
 
 def _freeze_backbone(model: nn.Module, task_id: int) -> list[nn.Module]:
-    return [model.backbone] if task_id > 0 else []
+    return [_backbone(model)] if task_id > 0 else []
 
 
 @register_method("feature-extraction", description="backbone frozen after the first task, only "
@@ -40,8 +51,9 @@ def feature_extraction(_: None) -> Recipe:
 def _freeze_below_fc(model: nn.Module, task_id: int) -> list[nn.Module]:
     if task_id == 0:
         return []
-    fc_params = {id(p) for m in model.backbone.fc_modules() for p in m.parameters()}
-    return [m for m in model.backbone.modules()
+    backbone = _backbone(model)
+    fc_params = {id(p) for m in backbone.fc_modules() for p in m.parameters()}  # type: ignore[operator]
+    return [m for m in backbone.modules()
             if any(True for _ in m.parameters(recurse=False))
             and not any(id(p) in fc_params for p in m.parameters(recurse=False))]
 

@@ -1,11 +1,11 @@
 """Synaptic consolidation recipes: EWC, online EWC, SI, MAS and MAS-local.
 
 Each is one :class:`~lifelong.terms.penalty.QuadraticPenalty` term with its own importance
-estimator (DESIGN.md, principle 3): no output layer, no replay, no freezing rule, so each composes
+estimator (DESIGN.md, principle 3): no output layer, no data regime, no freezing rule, so each composes
 with any other recipe (``dhp+ewc``, ``ewc+si`` ...). The defaults are tuned for the protocol that
 ``lifelong run -b split-mnist -m <method>`` runs (the DHP SplitMNIST protocol: multi-head MLP
 784-256-256, plain SGD lr 0.01, batch 64, 10 epochs per task, raw pixels). The right strength
-differs by orders of magnitude between protocols; ``configs/<benchmark>-<protocol>-<method>.toml``
+differs by orders of magnitude between protocols; ``configs/<protocol>/<method>.toml``
 holds the reference value for each (e.g. EWC ``lam = 1e7`` on the three-scenarios SplitMNIST
 protocol of van de Ven & Tolias 2019).
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from lifelong.methods.base import Recipe
 from lifelong.methods.registry import register_method
-from lifelong.terms.penalty import FisherPenalty, MASPenalty, SIPenalty
+from lifelong.terms.penalty import EWC, MAS, SI, MASLocal, OnlineEWC
 
 
 @dataclass
@@ -32,7 +32,7 @@ class EWCConfig:
             SplitMNIST protocol with the ``true`` Fisher (98.06 % task-IL, mean of 3 seeds, vs
             94.10 fine-tune; 1e4 diverges with SGD lr 0.01). The three-scenarios protocol uses
             1e7 with the ``predicted`` Fisher, as van de Ven & Tolias
-            (``configs/split-mnist-three-scenarios-ewc.toml``).
+            (``configs/split-mnist-three-scenarios/ewc.toml``).
         variant: Fisher variant: ``true`` (expectation over classes under the model; default),
             ``sample``, ``empirical``, ``predicted`` (argmax label, as van de Ven & Tolias 2019)
             or ``batched`` (comparison only, not a Fisher).
@@ -52,9 +52,9 @@ class EWCConfig:
                  description="elastic weight consolidation, one Fisher penalty per past task "
                  "(Kirkpatrick et al. 2017)")
 def ewc(hp: EWCConfig) -> Recipe:
-    return Recipe(name="ewc", terms=[FisherPenalty(
-        hp.lam, mode="per-task", variant=hp.variant, samples=hp.fisher_samples,
-        batch_size=hp.fisher_batch, penalize_plastic=hp.penalize_plastic, name="ewc")])
+    return Recipe(name="ewc", terms=[EWC(
+        hp.lam, variant=hp.variant, samples=hp.fisher_samples, batch_size=hp.fisher_batch,
+        penalize_plastic=hp.penalize_plastic)])
 
 
 @dataclass
@@ -84,9 +84,9 @@ class OnlineEWCConfig:
                  description="online EWC: one gamma-decayed running Fisher, latest anchor "
                  "(Schwarz et al. 2018)")
 def online_ewc(hp: OnlineEWCConfig) -> Recipe:
-    return Recipe(name="online-ewc", terms=[FisherPenalty(
-        hp.lam, mode="online", gamma=hp.gamma, variant=hp.variant, samples=hp.fisher_samples,
-        batch_size=hp.fisher_batch, penalize_plastic=hp.penalize_plastic, name="online-ewc")])
+    return Recipe(name="online-ewc", terms=[OnlineEWC(
+        hp.lam, gamma=hp.gamma, variant=hp.variant, samples=hp.fisher_samples,
+        batch_size=hp.fisher_batch, penalize_plastic=hp.penalize_plastic)])
 
 
 @dataclass
@@ -110,8 +110,7 @@ class SIConfig:
 @register_method("si", hparams=SIConfig,
                  description="synaptic intelligence: path-integral importance (Zenke et al. 2017)")
 def si(hp: SIConfig) -> Recipe:
-    return Recipe(name="si", terms=[SIPenalty(hp.c, xi=hp.xi,
-                                              penalize_plastic=hp.penalize_plastic, name="si")])
+    return Recipe(name="si", terms=[SI(hp.c, xi=hp.xi, penalize_plastic=hp.penalize_plastic)])
 
 
 @dataclass
@@ -136,9 +135,8 @@ class MASConfig:
                  description="memory aware synapses: importance = |d||F(x)||^2/dtheta| "
                  "(Aljundi et al. 2018)")
 def mas(hp: MASConfig) -> Recipe:
-    return Recipe(name="mas", terms=[MASPenalty(
-        hp.lam, local=False, samples=hp.samples, batch_size=hp.batch,
-        penalize_plastic=hp.penalize_plastic, name="mas")])
+    return Recipe(name="mas", terms=[MAS(
+        hp.lam, samples=hp.samples, batch_size=hp.batch, penalize_plastic=hp.penalize_plastic)])
 
 
 @dataclass
@@ -163,6 +161,5 @@ class MASLocalConfig:
                  description="local MAS: Hebbian importance |2 y_i y_j| from forward activations "
                  "(Aljundi et al. 2018)")
 def mas_local(hp: MASLocalConfig) -> Recipe:
-    return Recipe(name="mas-local", terms=[MASPenalty(
-        hp.lam, local=True, samples=hp.samples, batch_size=hp.batch,
-        penalize_plastic=hp.penalize_plastic, name="mas-local")])
+    return Recipe(name="mas-local", terms=[MASLocal(
+        hp.lam, samples=hp.samples, batch_size=hp.batch, penalize_plastic=hp.penalize_plastic)])

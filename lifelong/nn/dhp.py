@@ -23,17 +23,13 @@ Hebbian update (paper, Algorithm 1 / Hebbian update rule), per class ``c`` in th
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong.native import dhp_train_head_op, float32_cpu
-
-__all__ = ["DHPSoftmax", "torch_train_head"]
-
-# whether torch.compile is tracing (torch >= 2.3; earlier versions have no such check)
-_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+__all__ = ["DHPSoftmax"]
 
 
 class DHPSoftmax(nn.Module):
@@ -41,19 +37,19 @@ class DHPSoftmax(nn.Module):
 
     Thangarasa, Miconi & Taylor 2020, "Enabling Continual Learning with Differentiable Hebbian
     Plasticity" (logits ``z_j = sum_i (theta_ij + alpha_ij Hebb_ij) h_i``; Hebbian update of
-    Algorithm 1). A drop-in replacement for a network's last ``nn.Linear``: ``layer(h)``
-    returns the logits, with two optional keywords -- ``targets`` (labels for the Hebbian update)
-    and ``units`` (compute only a contiguous range of output units).
+    Algorithm 1). A drop-in replacement for a network's last ``nn.Linear``: ``layer(h)`` returns
+    the logits of every output unit; in training mode ``layer(h, targets=y)`` also applies the
+    Hebbian update (:attr:`uses_targets` declares that the layer wants labels; heads pass them).
 
     Parameters and state:
 
     * ``weight`` ``[out_features, in_features]`` -- slow weights ``theta``, stored like
-      ``nn.Linear.weight`` (the paper and METHODS.md write ``w`` as ``in x out``: this is its
-      transpose, so code that handles heads generically -- slicing rows per task, penalties,
-      initialisation -- treats both layers alike). Initialised like ``nn.Linear`` (Kaiming-uniform
-      with ``a = sqrt(5)``, i.e. ``U(-1/sqrt(in), 1/sqrt(in))``). The seed blog applies
-      ``kaiming_uniform_`` to an ``in x out`` tensor, whose fan-in PyTorch reads as
-      ``out_features``; we follow ``nn.Linear`` (fan-in = ``in_features``) instead.
+      ``nn.Linear.weight`` (the paper writes ``w`` as ``in x out``: this is its transpose, so code
+      that handles output layers generically -- penalties, initialisation -- treats both layers
+      alike). Initialised like ``nn.Linear`` (Kaiming-uniform with ``a = sqrt(5)``, i.e.
+      ``U(-1/sqrt(in), 1/sqrt(in))``). The seed blog applies ``kaiming_uniform_`` to an
+      ``in x out`` tensor, whose fan-in PyTorch reads as ``out_features``; we follow
+      ``nn.Linear`` (fan-in = ``in_features``) instead.
     * ``bias`` ``[out_features]`` or ``None`` -- ``U(-1/sqrt(in), 1/sqrt(in))`` like
       ``nn.Linear``. The paper's logits have no bias; pass ``bias=False`` for its exact form.
     * ``alpha`` ``[out_features, in_features]`` -- plasticity coefficients, learned,
@@ -69,15 +65,14 @@ class DHPSoftmax(nn.Module):
     Choices where the paper leaves room (ours, documented):
 
     * ``eta_init = 0.001``: the seed blog's code leaves the initial Hebbian rate as a variable
-      (``eta_rate``); 0.001 follows the paper's experimental setup as we read it (worth
-      confirming against its appendix). Configurable.
+      (``eta_rate``); 0.001 follows the paper's experimental setup as we read it. Configurable.
     * ``eta`` is used clamped to ``[0, 1]`` in the update. The paper states no constraint, but
       ``(1 - eta) Hebb + eta h_bar`` is a moving average (a bounded trace) only for ``eta`` in
-      ``[0, 1]``. Inside that range the clamp is the identity with an identical gradient, so it
-      changes nothing in the paper's regime (``eta`` starts at 0.001 and moves slowly under SGD),
-      and it is skipped there (one host read of ``eta`` per training step decides; a clamp node
-      in the graph would cost as much as the rest of the update). Outside the range the update
-      uses the bound and ``eta`` receives no gradient. The parameter itself is never modified.
+      ``[0, 1]``. The clamp is a tensor operation applied on every training step (no host read
+      of ``eta``, so no device synchronisation): inside ``[0, 1]`` it is the identity with an
+      identical gradient, so it changes nothing in the paper's regime (``eta`` starts at 0.001
+      and moves slowly under SGD); outside, the update uses the bound and ``eta`` receives no
+      gradient. The parameter itself is never modified.
     * The trace stores the *raw* mean penultimate activation ``h_bar`` of each class (Algorithm 1:
       ``h_bar = sum(h[y == c]) / s``), not a normalised one.
     * As in Algorithm 1 (where ``h`` is not detached) the update is part of this step's graph:
@@ -87,32 +82,17 @@ class DHPSoftmax(nn.Module):
       task's head); it is left out of the update.
 
     Implementation: the update is vectorised with a one-hot matmul (on CPU at the SplitMNIST
-    sizes it was faster than ``index_add`` + ``bincount``; ``benchmarks/dhp_step.py --updates``)
-    and written in as few tensor operations as possible, because at the sizes of a small network
-    each one costs about as much as a large matmul of the backbone (9--30 us each right after
-    the backbone's matmuls have evicted the caches, against 3--8 us in a warm loop). With
-    ``O[b, c] = [y_b = c]`` (zero rows for unlabelled samples; one ``index_select`` from a fixed
-    table, which also rejects out-of-range targets), ``A = O / max(n, 1)`` (``n_c`` the count of
-    class ``c``; zero columns for absent classes) and ``R = h - O Hebb`` (row ``b``:
-    ``h_b - Hebb[y_b]``)::
+    sizes it was faster than ``index_add`` + ``bincount``; ``benchmarks/dhp_step.py --updates``).
+    With ``O[b, c] = [y_b = c]`` (zero rows for unlabelled samples; one ``index_select`` from a
+    fixed table), ``A = O / max(n, 1)`` (``n_c`` the count of class ``c``; zero columns for
+    absent classes) and ``R = h - O Hebb`` (row ``b``: ``h_b - Hebb[y_b]``)::
 
         Hebb' = Hebb + eta A^T R     row c: (1 - eta) Hebb_c + eta mean(h[y == c])  if n_c > 0,
                                             Hebb_c                                  otherwise
 
-    Plain differentiable operations throughout (:func:`torch_train_head`), so autograd supplies
-    every gradient. The ``eta`` read is host-side, so the *training* update (not the evaluation
-    forward, which importance estimators use) cannot run under ``torch.func`` transforms.
-
-    Compiled step: for float32 CPU tensors (int64 targets, ``eta`` in ``[0, 1]``), the training
-    forward -- update, plastic weights, logits -- and its backward run as one autograd node, a
-    C++ torch operator built on first use (:func:`lifelong.native.dhp_train_head_op`). It calls
-    torch's own matrix products and sum where the graph above does and repeats the roundings of
-    the element-wise operations in between, so training is bit-identical to the torch path (it
-    is checked against :func:`torch_train_head` when loaded, and unused where it differs); it
-    spares the dozen small operations and autograd nodes that made the layer cost ~1.17x a linear
-    head per SGD step (now ~1.07x, ``benchmarks/dhp_step.py``). Its gradients
-    are first-order only (a ``create_graph=True`` backward through it raises);
-    ``LIFELONG_NATIVE=0`` keeps the torch path everywhere.
+    Plain differentiable torch operations on the layer's own device, so autograd supplies every
+    gradient and the layer runs wherever its tensors live. In eval mode the logits are linear in
+    ``weight`` and ``alpha`` (:meth:`linear_parameters`), which importance estimators use.
 
     Args:
         in_features: Size of the penultimate representation ``h``.
@@ -125,6 +105,12 @@ class DHPSoftmax(nn.Module):
         ValueError: Non-positive sizes, or ``eta_init`` outside ``[0, 1]``, or a negative
             ``alpha_init_scale``.
     """
+
+    hebb: Tensor
+    onehot_table: Tensor
+    uses_targets: ClassVar[bool] = True
+    """The training forward needs labels (``forward(h, targets=...)``): heads and the training
+    loop pass them to layers that declare this."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  eta_init: float = 0.001, alpha_init_scale: float = 0.01):
@@ -180,29 +166,22 @@ class DHPSoftmax(nn.Module):
         """
         return ("alpha", "eta")
 
+    def linear_parameters(self) -> dict[str, Tensor | None]:
+        """The eval forward as a linear layer: ``z = h W_eff^T + b``, ``W_eff = sum_p p * c_p``.
+
+        Thangarasa et al. 2020: ``W_eff = w + alpha * Hebb``, so ``{"weight": None}`` (multiplier
+        1) and ``{"alpha": Hebb}``; ``eta`` does not enter the eval forward. Importance
+        estimators (:mod:`lifelong.terms.importance`) use this protocol to treat the layer like
+        an ``nn.Linear`` without knowing its class.
+        """
+        return {"weight": None, "alpha": self.hebb}
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, eta_init={self.eta_init}, "
                 f"alpha_init_scale={self.alpha_init_scale}")
 
     # ------------------------------------------------------------------------------ forward
-
-    def _rows(self, units: slice | None) -> slice | None:
-        """``units`` as a slice of rows, or ``None`` for all of them."""
-        if units is None:
-            return None
-        if not isinstance(units, slice):
-            raise ValueError(f"units must be a slice of output units (e.g. slice(0, 2)), "
-                             f"got {type(units).__name__}")
-        n = self.out_features
-        lo = 0 if units.start is None else units.start
-        hi = n if units.stop is None else units.stop
-        if units.step not in (None, 1) or not 0 <= lo < hi <= n:
-            raise ValueError(f"units must be a non-empty contiguous range inside 0..{n} "
-                             f"(slice(start, stop) with 0 <= start < stop <= {n}), got {units}")
-        if lo == 0 and hi == n:
-            return None
-        return slice(int(lo), int(hi))
 
     def _check_targets(self, targets: Tensor, batch: int) -> None:
         """Type, dtype and shape of ``targets`` (host-side attributes only, no tensor read)."""
@@ -221,9 +200,9 @@ class DHPSoftmax(nn.Module):
         """``O[b, c] = [targets_b = c]``, a zero row for ``targets_b = -1``.
 
         One lookup in :attr:`onehot_table`; ``index_select`` itself rejects an index outside the
-        table, so the range check costs nothing unless it fails (a host-side min/max on every
-        step cost as much as a tensor operation right after the backbone's matmuls). Integer
-        types other than int32/int64 (which ``index_select`` refuses) are converted on that path.
+        table (on the CPU with an exception, turned into a ``ValueError`` here; on an accelerator
+        with torch's device-side check), so the range check costs no host read unless it fails.
+        Integer types other than int32/int64 (which ``index_select`` refuses) are converted.
         """
         try:
             return self.onehot_table.index_select(0, targets + 1)
@@ -237,115 +216,40 @@ class DHPSoftmax(nn.Module):
                 raise  # not a range problem (e.g. another device): torch's own message
             return self.onehot_table.index_select(0, targets.long() + 1)
 
-    def forward(self, h: Tensor, targets: Tensor | None = None,
-                units: slice | None = None) -> Tensor:
-        """Logits ``z = h (w + alpha * Hebb)^T + b`` of the output units in ``units``.
+    def forward(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Logits ``z = h (w + alpha * Hebb)^T + b`` of every output unit.
 
         Thangarasa et al. 2020, Algorithm 1. In training mode with ``targets``, the trace of
-        every class present in the batch (inside ``units`` or not) first becomes
-        ``(1 - eta) Hebb[c] + eta * mean(h[targets == c])``, and the logits use this updated
-        trace, inside the autograd graph (so ``eta``, ``alpha`` and ``h`` get its gradient); the
-        buffer then holds the updated value, detached. Classes without samples keep their trace.
-        In eval mode, or without ``targets``, the current trace is used and never changed.
-        Where it applies, the compiled step computes the same numbers (class docstring).
+        every class present in the batch first becomes
+        ``(1 - eta) Hebb[c] + eta * mean(h[targets == c])`` (one-hot form: class docstring), and
+        the logits use this updated trace, inside the autograd graph (so ``eta``, ``alpha`` and
+        ``h`` get its gradient); the buffer then holds the updated value, detached. Classes
+        without samples keep their trace. In eval mode, or without ``targets``, the current
+        trace is used and never changed.
 
         Args:
             h: Penultimate activations ``[B, in_features]``.
-            targets: Output-unit indices ``[B]`` in ``[0, out_features)`` -- this layer's own
-                indices, not relative to ``units`` -- or -1 for a sample with no label here.
-            units: Contiguous range of output units to compute (default: all). The result
-                equals the full logits sliced, computed only for those rows.
+            targets: Output-unit indices ``[B]`` in ``[0, out_features)`` (this layer's own
+                units), or -1 for a sample with no label here.
 
         Returns:
-            Logits ``[B, len(units)]``.
+            Logits ``[B, out_features]``.
 
         Raises:
             ValueError: ``h`` not ``[B, in_features]``; ``targets`` not an integer ``[B]`` tensor
-                in ``[-1, out_features)``; ``units`` not a contiguous range of the outputs.
+                in ``[-1, out_features)``.
         """
         if h.dim() != 2 or h.shape[1] != self.in_features:
             raise ValueError(f"h must have shape [B, in_features] = [B, {self.in_features}], "
                              f"got {list(h.shape)}")
-        rows = None if units is None else self._rows(units)
-        if targets is None or not self.training:
-            weight, alpha, hebb, bias = self.weight, self.alpha, self.hebb, self.bias
-            if rows is not None:
-                weight, alpha, hebb = weight[rows], alpha[rows], hebb[rows]
-                bias = None if bias is None else bias[rows]
-            return F.linear(h, torch.addcmul(weight, alpha, hebb), bias)
-        self._check_targets(targets, h.shape[0])
-        lo, hi = (0, self.out_features) if rows is None else (rows.start, rows.stop)
-        try:  # the tensors straight from the module's tables (nn.Module.__getattr__ costs
-            # ~0.5 us each, which adds up to a tensor operation's cost on every training step)
-            params = self._parameters
-            weight, alpha, eta = params["weight"], params["alpha"], params["eta"]
-            bias = params["bias"] if "bias" in params else self.bias
-            hebb = self._buffers["hebb"]
-        except KeyError:  # computed by a parametrization (torch.nn.utils.parametrize)
-            weight, alpha, eta, bias = self.weight, self.alpha, self.eta, self.bias
-            hebb = self.hebb
-        if (float32_cpu(h) and targets.dtype == torch.int64 and targets.is_contiguous()
-                and float32_cpu(weight) and float32_cpu(alpha) and float32_cpu(hebb)
-                and float32_cpu(eta) and (bias is None or float32_cpu(bias))
-                and self.in_features > 1 and not _is_compiling()):
-            # the compiled step: float32 CPU tensors, int64 targets, all contiguous, outside
-            # torch.compile's tracing, in_features > 1 (autograd's matrix-product backward lays
-            # out a one-column h differently)
-            op = dhp_train_head_op()
-            if op is not None:
-                try:
-                    z, new_hebb = op(h, targets, weight, alpha, hebb, eta, bias, lo, hi)
-                except RuntimeError:
-                    pass  # a target or eta out of range: the torch path says or clamps
-                else:
-                    self._buffers["hebb"] = new_hebb  # a non-differentiable output: no graph
-                    return z
-        if not 0.0 <= eta.item() <= 1.0:
-            eta = eta.clamp(0.0, 1.0)
-        z, new_hebb = torch_train_head(h, targets, weight, alpha, hebb, eta, bias, lo, hi,
-                                       onehot=self._onehot(targets))
-        # the new trace, without its graph, becomes the buffer (set in the buffer table
-        # directly: nn.Module.__setattr__'s checks cost as much as a tensor op here)
-        self._buffers["hebb"] = new_hebb.detach()
-        return z
-
-
-def torch_train_head(h: Tensor, targets: Tensor, weight: Tensor, alpha: Tensor, hebb: Tensor,
-                     eta: Tensor, bias: Tensor | None, lo: int, hi: int,
-                     onehot: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """DHP-Softmax's training forward in torch operations: ``(logits of rows lo..hi-1, Hebb')``.
-
-    Thangarasa et al. 2020, Algorithm 1: ``Hebb'_c = (1 - eta) Hebb_c + eta mean(h[targets == c])``
-    for every class present, then ``z = h (w + alpha Hebb')^T + b``, all inside the autograd graph
-    (:class:`DHPSoftmax`'s docstring gives the one-hot form used here). The layer runs this where
-    its compiled equivalent (:func:`lifelong.native.dhp_train_head_op`, checked bit-identical to
-    this function when it is loaded) is unavailable.
-
-    Args:
-        h: Penultimate activations ``[B, in]``.
-        targets: Output-unit indices ``[B]`` in ``[-1, out)`` (-1: no label).
-        weight: Slow weights ``[out, in]``.
-        alpha: Plasticity coefficients ``[out, in]``.
-        hebb: The trace before the update ``[out, in]``.
-        eta: The Hebbian rate (0-dim), already within ``[0, 1]``.
-        bias: ``[out]`` or ``None``.
-        lo: First output row of the logits.
-        hi: One past the last output row.
-        onehot: ``O[b, c] = [targets_b = c]`` if already computed (the layer looks it up in a
-            fixed table, which also checks the range); built here otherwise.
-
-    Returns:
-        The logits ``[B, hi - lo]`` and the updated trace ``[out, in]`` (still in the graph).
-    """
-    if onehot is None:
-        eye = torch.eye(hebb.shape[0], dtype=hebb.dtype, device=hebb.device)
-        onehot = torch.cat([eye.new_zeros(1, eye.shape[1]), eye]).index_select(0, targets + 1)
-    assign = onehot / onehot.sum(0).clamp_(min=1.0)  # A = O / max(n, 1)
-    resid = torch.addmm(h, onehot, hebb, alpha=-1.0)  # R = h - O Hebb
-    # Algorithm 1: Hebb_c <- (1 - eta) Hebb_c + eta h_bar_c for every class present
-    new_hebb = torch.addcmul(hebb, assign.t().mm(resid), eta)
-    trace = new_hebb
-    if lo != 0 or hi != hebb.shape[0]:
-        weight, alpha, trace = weight[lo:hi], alpha[lo:hi], trace[lo:hi]
-        bias = None if bias is None else bias[lo:hi]
-    return F.linear(h, torch.addcmul(weight, alpha, trace), bias), new_hebb
+        hebb = self.hebb
+        if targets is not None and self.training:
+            self._check_targets(targets, h.shape[0])
+            onehot = self._onehot(targets)
+            assign = onehot / onehot.sum(0).clamp_(min=1.0)  # A = O / max(n, 1)
+            resid = torch.addmm(h, onehot, hebb, alpha=-1.0)  # R = h - O Hebb
+            eta = self.eta.clamp(0.0, 1.0)  # identity, same gradient, inside [0, 1]
+            # Algorithm 1: Hebb_c <- (1 - eta) Hebb_c + eta h_bar_c for every class present
+            hebb = torch.addcmul(hebb, assign.t().mm(resid), eta)
+            self.hebb = hebb.detach()
+        return F.linear(h, torch.addcmul(self.weight, self.alpha, hebb), self.bias)

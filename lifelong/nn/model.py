@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -47,7 +48,7 @@ class ModelConfig:
 
 
 class ContinualModel(nn.Module):
-    """Backbone + head. ``forward(x, targets, units)`` returns the logits of ``units`` only.
+    """Backbone + head. ``forward(x, units, targets)`` returns the logits of ``units`` only.
 
     Args:
         backbone: Maps inputs to features; has ``out_features`` and ``fc_modules()``.
@@ -61,21 +62,29 @@ class ContinualModel(nn.Module):
 
     @property
     def num_units(self) -> int:
-        return int(self.head.num_units)
+        return cast(int, self.head.num_units)
+
+    @property
+    def uses_targets(self) -> bool:
+        """Whether some layer's training forward needs labels: a submodule declaring
+        ``uses_targets = True`` (DHP-Softmax's Hebbian update). The training loop passes
+        ``targets=`` only then."""
+        return any(getattr(m, "uses_targets", False) for m in self.modules() if m is not self)
 
     def features(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
-    def forward(self, x: Tensor, targets: Tensor | None = None, units: slice | None = None) -> Tensor:
+    def forward(self, x: Tensor, units: slice | None = None,
+                targets: Tensor | None = None) -> Tensor:
         """Logits of the output units in ``units`` (all by default).
 
         Args:
             x: Inputs ``[B, C, H, W]``.
-            targets: Output-unit targets ``[B]`` (-1: none); used only by plastic output layers
-                during training (e.g. DHP-Softmax's Hebbian update).
             units: Contiguous range of output units to compute.
+            targets: Output-unit targets ``[B]`` (-1: none); used only by layers that declare
+                ``uses_targets`` (e.g. DHP-Softmax's Hebbian update), in training mode.
         """
-        return self.head(self.backbone(x), targets=targets, units=units)
+        return self.head(self.backbone(x), units=units, targets=targets)
 
 
 def build_model(scenario: Scenario, layout: Layout, config: ModelConfig,
@@ -88,8 +97,9 @@ def build_model(scenario: Scenario, layout: Layout, config: ModelConfig,
     config.validate(layout)
     layer = layer or linear_layer
     backbone = build_backbone(config.arch, scenario.input_shape, config.hidden, config.dropout)
+    features = cast(int, backbone.out_features)
     if config.resolved_head(layout) == "multi":
-        head: nn.Module = MultiHead(backbone.out_features, layout.sizes, layer)
+        head: nn.Module = MultiHead(features, layout.sizes, layer)
     else:
-        head = SingleHead(backbone.out_features, layout.num_units, layer)
+        head = SingleHead(features, layout.num_units, layer)
     return ContinualModel(backbone, head)

@@ -1,40 +1,28 @@
-"""Loss terms: the pieces a method is made of (DESIGN.md, "Terms and the loop").
+"""Loss terms: the pieces a method is made of (DESIGN.md, "Terms, data regimes and the loop").
 
-A term can contribute a loss and react at five positions of the training loop
-(:func:`lifelong.train.loop.fit`): task start, loss, after backward, after step, task end.
-Terms never call ``optimizer.step()`` and never overwrite ``.grad`` (with the two exceptions
-below, both for the plain SGD step).
+A term contributes a loss and may react at five positions of the training loop
+(:func:`lifelong.train.loop.fit`), and nowhere else:
 
-A term whose loss depends on the parameters only (a quadratic penalty) sets ``penalty = True``:
-the loop back-propagates it *after* ``on_after_backward``, so that hooks there see the gradient
-of the data losses alone (SI's path integral needs the task-loss gradient, Zenke et al. 2017).
+1. :meth:`Term.on_task_start` -- before the first step of a task;
+2. :meth:`Term.loss` -- its loss on the step's batch;
+3. :meth:`Term.on_after_backward` -- after the data losses' backward;
+4. :meth:`Term.on_after_step` -- after ``optimizer.step()``;
+5. :meth:`Term.on_task_end` -- after the last step of a task, before evaluation.
 
-A penalty that knows its gradient in closed form can also set ``direct_gradient = True`` and
-implement :meth:`Term.add_gradient`: the loop then calls it every step instead of
-back-propagating :meth:`Term.loss`, and evaluates :meth:`Term.loss` (under ``no_grad``) only on
-the steps it logs. For a quadratic penalty over every weight of a small network this halves the
-cost of a step's penalty (its value costs as much memory traffic as its gradient).
-
-When the optimiser takes the plain SGD step (``torch.optim.SGD`` without momentum, weight decay
-or ``maximize``) the loop sets ``ctx.penalty_steps`` and such a penalty may instead move the
-parameters by its own SGD step, ``theta <- theta - lr * grad(penalty)``, right before the
-optimiser's step: exactly the update the optimiser would make with the gradient added to
-``.grad``, without writing the gradient. The loop does not allow it when a term declares
-``observes_gradient_steps`` (it reads each step from ``.grad``, as SI's path integral does).
-
-A term that is the run's only gradient writer (``ctx.gradient_terms``) and only observer
-(``ctx.gradient_observers``) may, under the same plain SGD step, take the whole step of the
-parameters it tracks in :meth:`Term.add_gradient` -- data gradient and its own -- and set their
-``.grad`` to ``None`` so that ``optimizer.step()`` skips them. SI does so with a compiled
-one-pass kernel (:meth:`lifelong.terms.importance.PathIntegral.sgd_step`), bit-identical to
-the gradient, the optimiser's step and the path integral done with torch operations.
+Terms never step the optimiser, never set or clear ``.grad`` and never look at which other terms
+are in the run. One declared property fixes the order: a term whose loss depends on the
+parameters only (a quadratic penalty) sets ``penalty = True``, and the loop back-propagates it
+*after* hook 3, so that hook sees the gradient of the data losses alone (SI's path integral
+needs exactly that gradient, Zenke et al. 2017, Eq. 3).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -47,7 +35,7 @@ class Batch:
     """One training mini-batch as the terms see it.
 
     Attributes:
-        x: Inputs (the task's permutation already applied).
+        x: Inputs (the task's permutation already applied), on the run's device.
         y: Dataset labels.
         targets: Output-unit targets (``layout.targets``), global unit indices.
         task_ids: Task of every sample ``[B]``.
@@ -55,6 +43,8 @@ class Batch:
         logits: Model output for ``units``, ``[B, len(units)]``.
         mask: Optional ``[B, len(units)]`` bool mask of the units each sample may use (task-IL
             batches that mix tasks); ``None`` when all are allowed.
+        forward: ``forward(units) -> logits`` of this batch's inputs for other output units
+            (e.g. LwF's old heads); see :meth:`logits_for`.
     """
 
     x: Tensor
@@ -64,6 +54,7 @@ class Batch:
     units: slice
     logits: Tensor
     mask: Tensor | None = None
+    forward: Callable[[slice], Tensor] | None = None
 
     def masked_logits(self) -> Tensor:
         """Logits with disallowed units set to -inf."""
@@ -76,48 +67,49 @@ class Batch:
         start = self.units.start or 0
         return self.targets - start if start else self.targets
 
+    def logits_for(self, units: slice) -> Tensor:
+        """Logits of this batch's inputs for the output units ``units`` (differentiable).
+
+        The batch's own ``units`` return :attr:`logits`; any other range runs the model's
+        forward again on :attr:`x` without labels (a plastic layer's trace is not written).
+
+        Raises:
+            ValueError: The batch was built without a ``forward``.
+        """
+        if units == self.units:
+            return self.logits
+        if self.forward is None:
+            raise ValueError("this batch has no forward(); build it with Batch(..., forward=...) "
+                             "to ask for other output units")
+        return self.forward(units)
+
 
 class Term:
     """Base class of loss terms; every hook is optional.
 
     Attributes:
         name: Name under which the loop logs the term's loss.
-        penalty: ``True`` if the loss depends on parameters only (see module docstring).
-        direct_gradient: ``True`` if the term adds its gradient itself (:meth:`add_gradient`);
-            only for penalties.
-        observes_gradient_steps: ``True`` if the term infers the optimiser's step from
-            ``.grad`` (SI's plain-SGD path integral): the loop then keeps every penalty's
-            gradient in ``.grad`` (``ctx.penalty_steps`` is ``False``).
+        penalty: ``True`` if the loss depends on the parameters only: the loop back-propagates
+            it after :meth:`on_after_backward` (module docstring).
     """
 
     name: str = "term"
     penalty: bool = False
-    direct_gradient: bool = False
-    observes_gradient_steps: bool = False
 
-    def on_task_start(self, ctx: "TrainContext") -> None:
+    def on_task_start(self, ctx: TrainContext) -> None:
         """Called before the first step of a task (after the optimiser is built)."""
 
-    def loss(self, ctx: "TrainContext", batch: Batch) -> Tensor | None:
+    def loss(self, ctx: TrainContext, batch: Batch) -> Tensor | None:
         """The term's loss on ``batch`` (``None``: nothing this step)."""
         return None
 
-    def on_after_backward(self, ctx: "TrainContext") -> None:
-        """Called after the data losses' backward, before penalties are added."""
+    def on_after_backward(self, ctx: TrainContext) -> None:
+        """Called after the data losses' backward, before penalties are back-propagated."""
 
-    def add_gradient(self, ctx: "TrainContext") -> None:
-        """Adds the gradient of :meth:`loss` to the parameters' ``.grad`` (accumulating, as a
-        backward pass does), or, when ``ctx.penalty_steps`` is set, may take its own plain-SGD
-        step instead (module docstring). Called every step, after :meth:`on_after_backward` and
-        right before ``optimizer.step()``, for terms with ``penalty = direct_gradient = True``
-        only."""
-        raise NotImplementedError(f"term {self.name!r} sets direct_gradient but does not "
-                                  "implement add_gradient()")
-
-    def on_after_step(self, ctx: "TrainContext") -> None:
+    def on_after_step(self, ctx: TrainContext) -> None:
         """Called after ``optimizer.step()``."""
 
-    def on_task_end(self, ctx: "TrainContext") -> None:
+    def on_task_end(self, ctx: TrainContext) -> None:
         """Called after the last step of a task, before evaluation."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -129,6 +121,25 @@ class Term:
         if state:
             raise ValueError(f"term {self.name!r} has no state but was given keys {sorted(state)}")
 
+    def to(self, device: torch.device | str) -> Term:
+        """Moves every tensor of the term's state to ``device`` (through :meth:`state_dict`,
+        so a term follows ``.to()`` without code of its own). Returns the term."""
+        state = self.state_dict()
+        if state:
+            self.load_state_dict(_to_device(state, torch.device(device)))
+        return self
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` (nested dicts, lists and tuples of tensors) with every tensor on ``device``."""
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
 
 class CrossEntropy(Term):
     """Cross-entropy on the batch's active units (the task's head in task-IL, the units seen so
@@ -139,6 +150,6 @@ class CrossEntropy(Term):
     def __init__(self, weight: float = 1.0):
         self.weight = weight
 
-    def loss(self, ctx: "TrainContext", batch: Batch) -> Tensor:
+    def loss(self, ctx: TrainContext, batch: Batch) -> Tensor:
         ce = F.cross_entropy(batch.masked_logits(), batch.local_targets())
         return ce if self.weight == 1.0 else self.weight * ce

@@ -1,8 +1,9 @@
 """The training loop: one function to read top to bottom.
 
-``fit`` owns zero_grad, forward, backward, step and evaluation. Methods contribute through a
-:class:`~lifelong.methods.base.Recipe`: loss terms with five hooks (task start, loss, after
-backward, after step, task end), an output layer, a data regime and a freezing rule.
+``fit`` owns zero_grad, forward, backward, step and evaluation, on the run's device. Methods
+contribute through a :class:`~lifelong.methods.base.Recipe`: loss terms with five hooks (task
+start, loss, after backward, after step, task end), an output layer, a data regime
+(:mod:`lifelong.data.regimes`) and a freezing rule. The loop does not branch on methods.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ class TrainConfig:
         reset_optimizer: Build a fresh optimiser at the start of every task.
         eval_future: Also evaluate tasks not yet trained on (and the untrained model), which
             forward transfer needs.
-        log_every: Steps between two points of the logged loss curves. A point is the mean
-            over those steps, except for penalties that add their gradient directly
-            (``Term.direct_gradient``, e.g. EWC, SI, MAS), whose value is taken at the logged
-            step only (evaluating it costs as much as its gradient).
+        log_every: Steps between two points of the logged loss curves (each point is the
+            mean over those steps).
         progress: ``auto`` (a bar on a terminal, quiet otherwise), ``on`` or ``off``.
+        device: Where data, model and every term's tensors live: ``auto`` (CUDA when
+            available, else the CPU), ``cpu``, ``cuda`` (or ``cuda:N``) or ``mps``.
     """
 
     optimizer: str = "sgd"
@@ -63,6 +64,7 @@ class TrainConfig:
     eval_future: bool = False
     log_every: int = 50
     progress: str = "auto"
+    device: str = "auto"
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -76,6 +78,35 @@ class TrainConfig:
             raise ValueError("set train.epochs >= 1 or train.iterations >= 1")
         if self.progress not in ("auto", "on", "off"):
             raise ValueError(f"train.progress must be auto, on or off, got {self.progress!r}")
+        resolve_device(self.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device named by ``train.device``: ``auto`` is CUDA when available, else the CPU.
+
+    Raises:
+        ValueError: An unknown name, or a device this machine does not have (the message says
+            which devices it has).
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown train.device {name!r}; valid: auto, cpu, cuda, cuda:N, "
+                         "mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown train.device {name!r}; valid: auto, cpu, cuda, cuda:N, mps")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(f"train.device={name} but this machine has "
+                             f"{count or 'no'} CUDA device{'s' if count != 1 else ''}; use "
+                             "--device cpu (or auto)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"train.device={name} but MPS is not available here; use --device cpu "
+                         "(or auto)")
+    return device
 
 
 @dataclass
@@ -87,36 +118,27 @@ class TrainContext:
         scenario: The scenario.
         layout: Output-unit layout of the setting.
         config: Optimisation options.
+        device: The run's device (data, model and every term's tensors live there).
         task_id: Index of the task being learned.
-        optimizer: The current optimiser.
         generator: The run's random generator (data order and any sampling a term does).
         step: Optimiser steps taken so far in the whole run.
         task_step: Optimiser steps taken so far in this task.
-        train_x: Inputs of the current task's training data (permutation applied).
+        train_x: Inputs of the current task's training data (permutation applied, on
+            ``device``).
         train_y: Labels of ``train_x``.
-        penalty_steps: Whether direct-gradient penalties may take their own plain-SGD step
-            instead of adding their gradient to ``.grad`` (:mod:`lifelong.terms.base`); the loop
-            sets it unless a term observes the steps through ``.grad``.
-        gradient_terms: The terms that add to ``.grad`` between the data losses' backward and
-            the optimiser's step (penalties, back-propagated or direct), in the loop's order.
-        gradient_observers: The terms that observe the steps through ``.grad``
-            (``observes_gradient_steps``).
     """
 
     model: nn.Module
     scenario: Scenario
     layout: Layout
     config: TrainConfig
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     task_id: int = 0
-    optimizer: torch.optim.Optimizer | None = None
     generator: torch.Generator = field(default_factory=torch.Generator)
     step: int = 0
     task_step: int = 0
     train_x: Tensor | None = None
     train_y: Tensor | None = None
-    penalty_steps: bool = False
-    gradient_terms: tuple[Term, ...] = ()
-    gradient_observers: tuple[Term, ...] = ()
 
     @property
     def task(self) -> Task:
@@ -134,12 +156,13 @@ class TrainContext:
         Importance estimators (Fisher, MAS ...) use this at task end. ``max_samples`` takes the
         first samples only.
         """
-        assert self.train_x is not None and self.train_y is not None
+        if self.train_x is None or self.train_y is None:
+            raise RuntimeError("task_batches() is only available while a task is trained")
         n = self.train_x.shape[0] if max_samples is None else min(max_samples, self.train_x.shape[0])
+        targets = self.layout.targets(self.task_id, self.train_y.cpu()).to(self.device)
         for i in range(0, n, batch_size):
             j = min(i + batch_size, n)
-            y = self.train_y[i:j]
-            yield self.train_x[i:j], self.layout.targets(self.task_id, y)
+            yield self.train_x[i:j], targets[i:j]
 
 
 @dataclass
@@ -165,8 +188,14 @@ def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.op
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas),
+    return torch.optim.Adam(params, lr=config.lr, betas=(config.betas[0], config.betas[1]),
                             weight_decay=config.weight_decay)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -176,32 +205,32 @@ def evaluate(model: nn.Module, scenario: Scenario, layout: Layout, after_task: i
 
     Task-IL predicts among the task's own units; class-IL among the units of all tasks seen so
     far (through ``after_task``, or through the evaluated task if that is later); domain-IL among
-    all units. One forward pass serves task- and class-IL. The model's train/eval mode is
-    restored afterwards.
+    all units. One forward pass serves task- and class-IL, on the model's device. The model's
+    train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
+    device = _device_of(model)
     out: dict[str, dict[int, float]] = {s: {} for s in layout.eval_settings}
     try:
         for j in tasks:
             task = scenario.tasks[j]
-            correct = {s: 0 for s in out}
+            correct = {s: torch.zeros((), dtype=torch.long, device=device) for s in out}
             tu = layout.task_units(j)
             su = layout.seen_units(max(after_task, j))
+            units = None if layout.setting == "domain" else slice(0, su.stop)
             for i in range(0, task.num_test, batch_size):
-                x = task.inputs(task.test_x[i:i + batch_size])
-                y = task.test_y[i:i + batch_size]
-                targets = layout.targets(j, y)
+                x = task.inputs(task.test_x[i:i + batch_size]).to(device)
+                targets = layout.targets(j, task.test_y[i:i + batch_size]).to(device)
+                logits = model(x, units=units)
                 if layout.setting == "domain":
-                    logits = model(x)
-                    correct["domain"] += int((logits.argmax(1) == targets).sum())
+                    correct["domain"] += (logits.argmax(1) == targets).sum()
                     continue
-                logits = model(x, units=slice(0, su.stop))
                 pred_task = logits[:, tu].argmax(1) + tu.start
-                correct["task"] += int((pred_task == targets).sum())
-                correct["class"] += int((logits.argmax(1) == targets).sum())
+                correct["task"] += (pred_task == targets).sum()
+                correct["class"] += (logits.argmax(1) == targets).sum()
             for s in out:
-                out[s][j] = correct[s] / max(task.num_test, 1)
+                out[s][j] = int(correct[s]) / max(task.num_test, 1)
     finally:
         model.train(was_training)
     return out
@@ -211,18 +240,29 @@ def _progress_disabled(mode: str) -> bool | None:
     return {"auto": None, "on": False, "off": True}[mode]
 
 
-def _task_data(scenario: Scenario, layout: Layout, t: int, replay: str
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Training inputs, labels, unit targets and task ids for task ``t`` under ``replay``."""
-    tasks = range(t + 1) if replay == "joint" else [t]
-    xs, ys, ts = [], [], []
-    for s in tasks:
-        task = scenario.tasks[s]
-        xs.append(task.inputs(task.train_x))
-        ys.append(task.train_y)
-        ts.append(torch.full_like(task.train_y, s))
-    x, y, tid = (xs[0], ys[0], ts[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys), torch.cat(ts))
-    return x, y, layout.targets(tid, y), tid
+def _set_trainable(model: nn.Module, frozen: list[nn.Module]) -> None:
+    """Every parameter trainable and every module in train mode, except ``frozen`` (no
+    gradient, eval mode)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.train()
+    for m in frozen:
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+
+
+def _sum_losses(terms: list[Term], ctx: TrainContext, batch: Batch,
+                values: list[tuple[str, Tensor]]) -> Tensor | None:
+    """The sum of the terms' losses on ``batch`` (``None`` if none gave one); each value is
+    appended to ``values`` for the loss curves."""
+    total: Tensor | None = None
+    for term in terms:
+        v = term.loss(ctx, batch)
+        if v is not None:
+            values.append((term.name, v))
+            total = v if total is None else total + v
+    return total
 
 
 def fit(
@@ -238,8 +278,14 @@ def fit(
 ) -> FitResult:
     """Trains ``model`` on the tasks of ``scenario`` in order and evaluates after each task.
 
+    Each step: forward on the batch, the data terms' losses (``penalty = False``) back-propagated,
+    ``on_after_backward``, the penalties' losses back-propagated, ``optimizer.step()``,
+    ``on_after_step``. The recipe's data regime forms each task's training data; its freezing
+    rule fixes modules. Everything runs on ``config.device``.
+
     Args:
-        model: A :class:`~lifelong.nn.model.ContinualModel` (or anything with its forward).
+        model: A :class:`~lifelong.nn.model.ContinualModel` (or anything with its forward:
+            ``model(x, units=...)``, plus ``targets=...`` when ``model.uses_targets``).
         scenario: The tasks.
         layout: Output-unit layout of the setting being trained.
         recipe: The method (terms, data regime, freezing rule).
@@ -247,7 +293,8 @@ def fit(
         seed: Seeds the generator of the data order (and of any sampling a term does).
         desc: Label of the progress bar.
         checkpoint: Called after each task's evaluation with the complete training state
-            (model, terms, optimiser, generator, results so far); pass it back as ``resume``.
+            (model, terms, regime, optimiser, generator, results so far); pass it back as
+            ``resume``.
         resume: A state given to ``checkpoint``: training continues with the next task and ends
             exactly as the uninterrupted run would (same accuracy matrix, bit for bit).
 
@@ -255,16 +302,17 @@ def fit(
         The accuracy matrices, loss curves and timings.
     """
     config.validate()
+    device = resolve_device(config.device)
+    model.to(device)
     terms: list[Term] = [CrossEntropy(), *recipe.terms]
     data_terms = [t for t in terms if not t.penalty]
-    penalty_terms = [t for t in terms if t.penalty and not t.direct_gradient]
-    direct_terms = [t for t in terms if t.penalty and t.direct_gradient]
+    penalty_terms = [t for t in terms if t.penalty]
+    regime = recipe.regime()
+    uses_targets = bool(getattr(model, "uses_targets", False))
     n_tasks = len(scenario.tasks)
-    gen = torch.Generator().manual_seed(seed)
-    ctx = TrainContext(model=model, scenario=scenario, layout=layout, config=config, generator=gen,
-                       penalty_steps=not any(t.observes_gradient_steps for t in terms),
-                       gradient_terms=(*penalty_terms, *direct_terms),
-                       gradient_observers=tuple(t for t in terms if t.observes_gradient_steps))
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same data order on any device
+    ctx = TrainContext(model=model, scenario=scenario, layout=layout, config=config,
+                       device=device, generator=gen)
     acc = {s: np.full((n_tasks, n_tasks), np.nan) for s in layout.eval_settings}
     baseline = None
     losses: dict[str, list[list[float]]] = {t.name: [] for t in terms}
@@ -282,9 +330,11 @@ def fit(
         model.load_state_dict(resume["model"])
         for term, state in zip(terms, resume["terms"]):
             term.load_state_dict(state)
+            term.to(device)
+        regime.load_state_dict(resume.get("regime", {}))
         acc = {s: np.array(a, dtype=float) for s, a in resume["accuracy"].items()}
         baseline, losses, timings = resume["baseline"], resume["losses"], resume["timings"]
-        gen.set_state(resume["generator"])
+        gen.set_state(resume["generator"].cpu())
         ctx.step = int(resume["step"])
         if resume.get("optimizer") is not None and not config.reset_optimizer:
             optimizer = build_optimizer(list(model.parameters()), config)
@@ -294,90 +344,60 @@ def fit(
     for t in range(start, n_tasks):
         t_start = time.perf_counter()
         ctx.task_id, ctx.task_step = t, 0
-        x, y, targets, task_ids = _task_data(scenario, layout, t, recipe.replay)
-        ctx.train_x, ctx.train_y = scenario.tasks[t].inputs(scenario.tasks[t].train_x), scenario.tasks[t].train_y
-        units = layout.train_units(t)
-        if recipe.replay == "joint":
-            units = layout.seen_units(t)
-        frozen = recipe.freeze(model, t) if recipe.freeze is not None else []
-        for p in model.parameters():
-            p.requires_grad_(True)
-        for m in frozen:
-            for p in m.parameters():
-                p.requires_grad_(False)
-        model.train()
-        for m in frozen:
-            m.eval()
+        data = regime.training_data(scenario, layout, t).to(device)
+        task = scenario.tasks[t]
+        ctx.train_x, ctx.train_y = task.inputs(task.train_x).to(device), task.train_y.to(device)
+        units = data.units
+        _set_trainable(model, recipe.freeze(model, t) if recipe.freeze is not None else [])
         if optimizer is None or config.reset_optimizer:
             optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config)
-        ctx.optimizer = optimizer
         for term in terms:
             term.on_task_start(ctx)
 
-        n = x.shape[0]
+        n = data.x.shape[0]
         bs = config.batch_size
-        per_epoch = math.ceil(n / bs)
-        n_steps = config.iterations if config.iterations > 0 else config.epochs * per_epoch
-        sums = {term.name: 0.0 for term in terms if term not in direct_terms}
-        points = {term.name: 0.0 for term in direct_terms}  # value at the logged step
+        n_steps = config.iterations if config.iterations > 0 else config.epochs * math.ceil(n / bs)
+        sums = {term.name: torch.zeros((), device=device) for term in terms}
         count = 0
         bar = tqdm(total=n_steps, desc=f"{desc} task {t + 1}/{n_tasks}".strip(), leave=False,
                    disable=_progress_disabled(config.progress), dynamic_ncols=True)
-        order = torch.randperm(n, generator=gen)
-        pos = 0
+        order, pos = torch.randperm(n, generator=gen).to(device), 0
         for _ in range(n_steps):
             if pos >= n:
-                order, pos = torch.randperm(n, generator=gen), 0
+                order, pos = torch.randperm(n, generator=gen).to(device), 0
             idx = order[pos:pos + bs]
             pos += bs
-            xb, tb, tid = x[idx], targets[idx], task_ids[idx]
-            logits = model(xb, tb, units)
-            batch = Batch(x=xb, y=y[idx], targets=tb, task_ids=tid, units=units, logits=logits,
-                          mask=layout.unit_mask(tid, units) if recipe.replay != "none" else None)
+            xb, tb, tid = data.x[idx], data.targets[idx], data.task_ids[idx]
+
+            def forward(u: slice, xb: Tensor = xb) -> Tensor:
+                return model(xb, units=u)
+
+            logits = model(xb, units=units, targets=tb) if uses_targets else forward(units)
+            batch = Batch(x=xb, y=data.y[idx], targets=tb, task_ids=tid, units=units,
+                          logits=logits, forward=forward,
+                          mask=layout.unit_mask(tid, units) if data.mixed else None)
             optimizer.zero_grad(set_to_none=True)
             values: list[tuple[str, Tensor]] = []
-            data_loss: Tensor | None = None
-            for term in data_terms:
-                v = term.loss(ctx, batch)
-                if v is not None:
-                    values.append((term.name, v))
-                    data_loss = v if data_loss is None else data_loss + v
-            pen_loss: Tensor | None = None
-            for term in penalty_terms:
-                v = term.loss(ctx, batch)
-                if v is not None:
-                    values.append((term.name, v))
-                    pen_loss = v if pen_loss is None else pen_loss + v
+            data_loss = _sum_losses(data_terms, ctx, batch, values)
             if data_loss is not None:
                 data_loss.backward()
             for term in terms:
                 term.on_after_backward(ctx)
-            if pen_loss is not None and pen_loss.requires_grad:
-                pen_loss.backward()
-            logging = count + 1 == config.log_every or ctx.task_step + 1 == n_steps
-            if logging and direct_terms:  # their value: only on the steps that are logged, at
-                with torch.no_grad():  # the parameters of this step (before any penalty step)
-                    for term in direct_terms:
-                        v = term.loss(ctx, batch)
-                        if v is not None:
-                            points[term.name] = float(v)
-            for term in direct_terms:
-                term.add_gradient(ctx)
+            penalty_loss = _sum_losses(penalty_terms, ctx, batch, values)
+            if penalty_loss is not None and penalty_loss.requires_grad:
+                penalty_loss.backward()
             optimizer.step()
             ctx.step += 1
             ctx.task_step += 1
             for term in terms:
                 term.on_after_step(ctx)
             for name, v in values:
-                sums[name] += float(v.detach())
+                sums[name] += v.detach()
             count += 1
-            if logging:
+            if count == config.log_every or ctx.task_step == n_steps:
                 for name in sums:
-                    losses[name].append([ctx.step, sums[name] / count])
-                    sums[name] = 0.0
-                for name in points:
-                    losses[name].append([ctx.step, points[name]])
-                    points[name] = 0.0
+                    losses[name].append([ctx.step, float(sums[name]) / count])
+                    sums[name].zero_()
                 count = 0
             bar.update(1)
         bar.close()
@@ -397,12 +417,12 @@ def fit(
         if checkpoint is not None:
             checkpoint({"task": t, "model": model.state_dict(),
                         "terms": [term.state_dict() for term in terms],
+                        "regime": regime.state_dict(),
                         "accuracy": {s: a.copy() for s, a in acc.items()}, "baseline": baseline,
                         "losses": losses, "timings": timings, "generator": gen.get_state(),
                         "step": ctx.step,
                         "optimizer": None if config.reset_optimizer else optimizer.state_dict()})
     timings["total_s"] = timings["train_s"] + timings["eval_s"]
-    for m in model.modules():
-        for p in m.parameters(recurse=False):
-            p.requires_grad_(True)
+    for p in model.parameters():
+        p.requires_grad_(True)
     return result

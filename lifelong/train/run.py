@@ -26,7 +26,7 @@ from lifelong.data.scenarios import Scenario, build_scenario
 from lifelong.methods.registry import build_recipe
 from lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
 from lifelong.nn.model import build_model
-from lifelong.train.loop import fit
+from lifelong.train.loop import fit, resolve_device
 
 FORMAT = "lifelong.run/1"
 
@@ -105,7 +105,8 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
 
     state = None
     if partial is not None and resume and (partial / "checkpoint.pt").is_file():
-        state = torch.load(partial / "checkpoint.pt", weights_only=False)
+        state = torch.load(partial / "checkpoint.pt", weights_only=False,
+                           map_location=resolve_device(cfg.train.device))
         if state.get("config") != cfg.to_dict():
             raise ValueError(
                 f"cannot resume {partial}: its checkpoint was written by a different "

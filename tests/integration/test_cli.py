@@ -7,11 +7,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from lifelong.cli import main
+from lifelong.config import RunConfig, make_config
 from lifelong.data.scenarios import get_benchmark, list_benchmarks
 from lifelong.methods.registry import get_method, list_methods
 
@@ -222,6 +224,74 @@ def test_config_file(tmp_path: Path) -> None:
         assert R.shape == (3, 3)
 
 
-def test_missing_config_file() -> None:
+def test_config_files_layer_then_overrides_then_flags(tmp_path: Path) -> None:
+    base = tmp_path / "protocol.toml"
+    base.write_text('benchmark = "synthetic"\nmethod = "finetune"\nseeds = [3]\n'
+                    'setting = "class"\n[train]\nepochs = 1\nlr = 0.2\n[model]\nhidden = [8, 8]\n')
+    layer = tmp_path / "method.toml"
+    layer.write_text('method = "joint"\nsetting = "task"\n[train]\nlr = 0.3\n'
+                     '[model]\nhidden = [6]\n')
+    (r,) = main(["run", "-c", str(base), "-c", str(layer), "--no-save", "--quiet",
+                 "model.hidden=4"])
+    assert (r["method"], r["seed"], r["setting"]) == ("joint", 3, "task")  # the later file
+    assert r["config"]["train"]["lr"] == 0.3  # the later file
+    assert r["config"]["train"]["epochs"] == 1  # the earlier file's key the later one leaves
+    assert r["config"]["model"]["hidden"] == [4]  # a dotted override beats both files
+    (r,) = main(["run", "-c", str(layer), "-c", str(base), "--no-save", "--quiet",
+                 "--set", "setting=domain"])
+    assert (r["method"], r["setting"]) == ("finetune", "domain")  # override beats the files
+    assert r["config"]["train"]["lr"] == 0.2 and r["config"]["model"]["hidden"] == [8, 8]
+    # flags beat files and overrides
+    (r,) = main(["run", "-c", str(base), "-c", str(layer), "--no-save", "--quiet", "-m",
+                 "finetune", "--seeds", "1", "-s", "class", "setting=domain", "train.lr=0.4"])
+    assert (r["method"], r["seed"], r["setting"]) == ("finetune", 1, "class")
+    assert r["config"]["train"]["lr"] == 0.4
+
+
+def test_device_flag_sets_train_device(tmp_path: Path) -> None:
+    path = tmp_path / "device.toml"
+    path.write_text('[train]\ndevice = "mps"\nepochs = 1\n')
+    (r,) = main(["run", *FAST, "-m", "finetune", "--no-save", "-c", str(path), "--device", "cpu",
+                 "train.device=cuda"])
+    assert r["config"]["train"]["device"] == "cpu"  # the flag beats the file and the override
+
+
+class _StopBeforeData(Exception):
+    """Raised instead of building a scenario: the test needs the resolved configurations only."""
+
+
+def test_shipped_protocol_and_method_files_layer_on_the_command_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-c protocol -c X -m dhp+X`` gives the composition X's table (resolved, not run)."""
+    from lifelong import cli
+
+    made: list[RunConfig] = []
+
+    def spy(*args: Any) -> RunConfig:
+        made.append(make_config(*args))
+        return made[-1]
+
+    def stop(*args: Any) -> None:
+        raise _StopBeforeData
+
+    monkeypatch.setattr(cli, "make_config", spy)
+    monkeypatch.setattr(cli, "build_scenario", stop)
+    configs = REPO / "configs"
+    with pytest.raises(_StopBeforeData):
+        main(["run", "-c", str(configs / "split-mnist-dhp.toml"), "-c",
+              str(configs / "split-mnist-dhp" / "ewc.toml"), "-m", "dhp+ewc", "--no-save",
+              "--device", "cpu"])
+    assert [(c.method, c.seed) for c in made] == [("dhp+ewc", s) for s in range(5)]
+    for cfg in made:
+        assert (cfg.benchmark, cfg.setting) == ("split-mnist", "task")
+        assert (cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == (0.01, 64, 10)
+        assert cfg.hparams["ewc"].lam == 100.0 and cfg.train.device == "cpu"
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         main(["run", "-c", "/nonexistent/exp.toml", "--no-save"])
+    good = tmp_path / "good.toml"
+    good.write_text("[train]\nepochs = 1\n")
+    with pytest.raises(FileNotFoundError, match="config file '/nonexistent/second.toml' does"):
+        main(["run", "-c", str(good), "-c", "/nonexistent/second.toml", "--no-save"])

@@ -18,8 +18,9 @@ being fixed here (numbers and commands: the consolidation report in the README /
   protocol -- on ``PERM_FRACTION`` of the training set, 1 seed): EWC, online EWC and SI each keep
   at least 10 points more average accuracy than fine-tune.
 
-Each method uses the hyperparameters of its reference configuration in ``configs/`` (the test
-reads the TOML files, so the two cannot drift apart). Torch runs single-threaded here: on a
+Each run reads its protocol's file ``configs/<protocol>.toml`` layered with the method's file
+``configs/<protocol>/<method>.toml`` (the test reads the TOML files, so the two cannot drift
+apart). Torch runs single-threaded here: on a
 shared 2-core machine, two OpenMP threads spin against each other and make these small models
 several times slower.
 """
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lifelong.config import load_toml, make_config
+from lifelong.config import load_configs, make_config
 from lifelong.data.scenarios import Scenario, build_scenario
 from lifelong.train.run import execute
 
@@ -55,15 +56,20 @@ def _release_scenarios() -> Iterator[None]:
     _SCENARIOS.clear()
 
 
-def _config_overrides(name: str) -> tuple[str, str | None, dict[str, Any]]:
-    top, overrides = load_toml(CONFIGS / name)
+def _config_overrides(protocol: str, method: str) -> tuple[str, str | None, dict[str, Any]]:
+    """``configs/<protocol>.toml`` with ``configs/<protocol>/<method>.toml`` on it (fine-tune
+    has no file of its own)."""
+    files = [CONFIGS / f"{protocol}.toml"]
+    if method != "finetune":
+        files.append(CONFIGS / protocol / f"{method}.toml")
+    top, overrides = load_configs(files)
     return top["benchmark"], top.get("setting"), overrides
 
 
-def _accuracies(config: str, method: str, seeds: tuple[int, ...], data_dir: str,
+def _accuracies(protocol: str, method: str, seeds: tuple[int, ...], data_dir: str,
                 **reduce: Any) -> tuple[str, list[float]]:
-    """Average accuracies (trained setting) of ``method`` under ``configs/<config>``."""
-    benchmark, setting, overrides = _config_overrides(config)
+    """Average accuracies (trained setting) of ``method`` under the ``protocol`` of ``configs/``."""
+    benchmark, setting, overrides = _config_overrides(protocol, method)
     overrides.update({"data.data_dir": data_dir, "train.progress": "off", **reduce})
     out = []
     for seed in seeds:
@@ -80,8 +86,8 @@ def test_three_scenarios_split_mnist_task_il(mnist_dir: str) -> None:
     reduce = {"train.iterations": TS_ITERATIONS}
     means = {}
     for method in ("finetune", "ewc", "online-ewc", "si", "mas"):
-        setting, accs = _accuracies(f"split-mnist-three-scenarios-{method}.toml", method, SEEDS,
-                                    mnist_dir, **reduce)
+        setting, accs = _accuracies("split-mnist-three-scenarios", method, SEEDS, mnist_dir,
+                                    **reduce)
         assert setting == "task"
         means[method] = float(np.mean(accs))
     assert means["ewc"] >= 0.980, means
@@ -95,7 +101,7 @@ def test_three_scenarios_split_mnist_task_il(mnist_dir: str) -> None:
 def test_dhp_protocol_each_method_beats_finetune_by_three_points(mnist_dir: str) -> None:
     means = {}
     for method in ("finetune", "ewc", "online-ewc", "si", "mas", "mas-local"):
-        _, accs = _accuracies(f"split-mnist-dhp-{method}.toml", method, DHP_SEEDS, mnist_dir)
+        _, accs = _accuracies("split-mnist-dhp", method, DHP_SEEDS, mnist_dir)
         means[method] = float(np.mean(accs))
     for method in ("ewc", "online-ewc", "si", "mas", "mas-local"):
         assert means[method] >= means["finetune"] + 0.03, means
@@ -106,9 +112,7 @@ def test_permuted_mnist_reduced_keeps_ten_points_over_finetune(mnist_dir: str) -
               "train.lr": PERM_LR, "data.train_fraction": PERM_FRACTION}
     accs = {}
     for method in ("finetune", "ewc", "online-ewc", "si"):
-        # fine-tune runs the same protocol (its file's [ewc] table does not apply to it)
-        config = f"permuted-mnist-{'ewc' if method == 'finetune' else method}.toml"
-        setting, (acc,) = _accuracies(config, method, (0,), mnist_dir, **reduce)
+        setting, (acc,) = _accuracies("permuted-mnist", method, (0,), mnist_dir, **reduce)
         assert setting == "domain"
         accs[method] = acc
     for method in ("ewc", "online-ewc", "si"):

@@ -18,11 +18,12 @@ few minutes on one thread:
   alpha after them), so the difference is the plastic part and not the initialisation; with one
   head per task the later heads' initial weights differ between the two runs, which moves
   single runs by up to +-1.5 points (docs/dhp.md) and would make a 0.3-point bar a coin flip.
-  Consolidation strengths: each method's reference file ``configs/split-mnist-dhp-<X>.toml``.
+  Consolidation strengths: each method's file of the protocol, ``configs/split-mnist-dhp/<X>.toml``.
 * The same bar on PermutedMNIST and Imbalanced PermutedMNIST (domain-IL, ONE 10-unit output
   layer shared by all tasks), REDUCED to ``PERM`` (tasks, data fraction, width, iterations and a
-  larger Adam step; ``PERM_SEEDS``), with the configuration ``configs/permuted-mnist-dhp-<X>.toml``
-  runs: X's own reference hyperparameters plus ``<X>.penalize_plastic = true``. With alpha and
+  larger Adam step; ``PERM_SEEDS``), from ``configs/permuted-mnist.toml`` with
+  ``configs/permuted-mnist/<X>.toml`` (X's hyperparameters) and, for DHP+X,
+  ``configs/permuted-mnist/dhp.toml`` (which adds ``<X>.penalize_plastic = true``). With alpha and
   eta left out of the penalty (the paper's choice) DHP+X loses 2-10 points to X here: the
   plastic part of the shared layer keeps learning the latest task (docs/dhp.md). Measured on
   this reduction, DHP+X - X (seeds 0 / 1): PermutedMNIST ewc +0.50 / +0.46, online-ewc +0.42 /
@@ -39,7 +40,7 @@ import numpy as np
 import pytest
 import torch
 
-from lifelong.config import load_toml, make_config
+from lifelong.config import load_configs, load_toml, make_config
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario, build_scenario
 from lifelong.methods.registry import build_recipe
@@ -63,8 +64,8 @@ _SCENARIOS: dict[Any, Scenario] = {}
 
 
 def _strength(method: str) -> dict[str, Any]:
-    """Hyperparameters of consolidation method ``method`` from its reference file."""
-    _, overrides = load_toml(CONFIGS / f"split-mnist-dhp-{method}.toml")
+    """Hyperparameters of consolidation method ``method`` from its file of the DHP protocol."""
+    _, overrides = load_toml(CONFIGS / "split-mnist-dhp" / f"{method}.toml")
     return {k: v for k, v in overrides.items() if k.startswith(method + ".")}
 
 
@@ -128,11 +129,13 @@ def test_dhp_plus_consolidation_is_not_worse_than_consolidation(mnist_dir: str) 
 
 
 def _permuted(benchmark: str, method: str, seed: int, data_dir: str) -> float:
-    """Domain-IL average accuracy of one reduced run under ``configs/permuted-mnist-<method>``."""
-    name = method.replace("+", "-")
-    top, overrides = load_toml(CONFIGS / f"permuted-mnist-{name}.toml")
+    """Domain-IL average accuracy of one reduced run of ``method`` under
+    ``configs/permuted-mnist.toml`` with the file of each part of ``method`` on it."""
+    files = [CONFIGS / "permuted-mnist.toml"]
+    files += [CONFIGS / "permuted-mnist" / f"{part}.toml" for part in method.split("+")]
+    top, overrides = load_configs(files)
     overrides.update({"data.data_dir": data_dir, "train.progress": "off", **PERM})
-    cfg = make_config(benchmark, top["method"], seed, top["setting"], overrides)
+    cfg = make_config(benchmark, method, seed, top["setting"], overrides)
     key = (benchmark, repr(cfg.data), seed)
     if key not in _SCENARIOS:
         _SCENARIOS[key] = build_scenario(benchmark, cfg.data, seed)

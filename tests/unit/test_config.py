@@ -1,5 +1,6 @@
 """Configuration (lifelong.config): coercion of dotted overrides, errors, method hyperparameters,
-TOML files and the resolution order defaults -> benchmark protocol -> overrides."""
+TOML files layered later-over-earlier, the shipped ``configs/`` and the resolution order
+defaults -> benchmark protocol -> files -> overrides."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from lifelong.config import coerce, load_toml, make_config
+from lifelong.config import coerce, load_configs, load_toml, make_config
 from lifelong.methods import registry
 from lifelong.methods.base import Recipe
 from lifelong.methods.registry import list_methods, register_method
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PROTOCOL_FILES = sorted(CONFIGS.glob("*.toml"))
+LAYER_FILES = sorted(CONFIGS.glob("*/*.toml"))
 
 
 @dataclass
@@ -225,15 +230,143 @@ def test_toml_file_is_loaded(tmp_path: Path, toy_method: str) -> None:
     assert make_config("synthetic", "finetune", overrides=overrides).hparams == {"finetune": None}
 
 
-def test_toml_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_toml(tmp_path / "missing.toml")
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[train\nlr = 1\n")
-    with pytest.raises(ValueError, match="is not valid TOML"):
-        load_toml(bad)
-    odd = tmp_path / "odd.toml"
-    odd.write_text('epochs = 3\n')
-    with pytest.raises(ValueError, match=r"unknown top-level key 'epochs' in config file; valid: "
-                                         r"benchmark, method\(s\), setting, seeds"):
-        load_toml(odd)
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_toml_errors_name_the_file_in_one_line(tmp_path: Path) -> None:
+    good = _write(tmp_path / "good.toml", "[train]\nlr = 1\n")
+    cases = [
+        (tmp_path / "missing.toml", FileNotFoundError, "does not exist"),
+        (_write(tmp_path / "bad.toml", "[train\nlr = 1\n"), ValueError, "is not valid TOML: "),
+        (_write(tmp_path / "odd.toml", "epochs = 3\n"), ValueError,
+         ": unknown top-level key 'epochs'; valid: benchmark, method(s), setting, seed(s)"),
+        (_write(tmp_path / "typo.toml", "[trian]\nlr = 1\n"), ValueError,
+         ": unknown table [trian]; valid: [data], [model], [train] or a method's name (dhp, "),
+        (_write(tmp_path / "seeds.toml", "seeds = 3\n"), ValueError,
+         ": seeds must be a list, got 3"),
+    ]
+    for path, error, message in cases:
+        for load in (load_toml, lambda p: load_configs([good, p])):
+            with pytest.raises(error) as err:
+                load(path)
+            text = str(err.value)
+            assert text.startswith(f"config file {str(path)!r}"), text
+            assert message in text and "\n" not in text, text
+
+
+# -------------------------------------------------------------------- layered files
+
+
+def test_later_file_wins_and_tables_merge_key_by_key(tmp_path: Path) -> None:
+    base = _write(tmp_path / "base.toml",
+                  'benchmark = "synthetic"\nmethods = ["finetune", "ewc"]\nseeds = [0, 1]\n'
+                  'setting = "task"\n[train]\nlr = 0.1\nepochs = 3\n[ewc]\nlam = 5.0\n')
+    layer = _write(tmp_path / "layer.toml",
+                   'method = "ewc"\nseed = 4\n[train]\nlr = 0.2\n[ewc]\nvariant = "predicted"\n')
+    top, overrides = load_configs([base, layer])
+    # method replaces methods and seed replaces seeds; the rest of the base stays
+    assert top == {"benchmark": "synthetic", "setting": "task", "method": "ewc", "seed": 4}
+    assert overrides == {"train.lr": 0.2, "train.epochs": 3, "ewc.lam": 5.0,
+                         "ewc.variant": "predicted"}
+    cfg = make_config(top["benchmark"], top["method"], top["seed"], top["setting"], overrides)
+    assert (cfg.train.lr, cfg.train.epochs, cfg.seed) == (0.2, 3, 4)
+    assert (cfg.hparams["ewc"].lam, cfg.hparams["ewc"].variant) == (5.0, "predicted")
+    # the other order: the base wins every key both files set
+    top, overrides = load_configs([layer, base])
+    assert top == {"benchmark": "synthetic", "setting": "task", "methods": ["finetune", "ewc"],
+                   "seeds": [0, 1]}
+    assert overrides["train.lr"] == 0.1 and overrides["ewc.variant"] == "predicted"
+    assert load_configs([]) == ({}, {})
+
+
+def test_dhp_protocol_and_the_ewc_file_resolve_to_the_published_numbers() -> None:
+    top, overrides = load_configs([CONFIGS / "split-mnist-dhp.toml",
+                                   CONFIGS / "split-mnist-dhp" / "ewc.toml"])
+    assert (top["benchmark"], top["method"], top["setting"]) == ("split-mnist", "ewc", "task")
+    for method in ("ewc", "dhp+ewc"):  # the composition reuses the same [ewc] table
+        cfg = make_config(top["benchmark"], method, 0, top["setting"], overrides)
+        assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == (
+            "sgd", 0.01, 64, 10)
+        assert (cfg.model.hidden, cfg.model.head, cfg.data.normalize) == ((256, 256), "multi",
+                                                                          False)
+        assert cfg.hparams["ewc"].lam == 100.0 and cfg.hparams["ewc"].variant == "true"
+
+
+@pytest.mark.parametrize("protocol, method, field, value", [
+    ("split-mnist-dhp", "ewc", "lam", 100.0), ("split-mnist-dhp", "online-ewc", "lam", 300.0),
+    ("split-mnist-dhp", "si", "c", 100.0), ("split-mnist-dhp", "mas", "lam", 0.5),
+    ("split-mnist-dhp", "mas-local", "lam", 1.0),
+    ("split-mnist-three-scenarios", "ewc", "lam", 1e7),
+    ("split-mnist-three-scenarios", "online-ewc", "lam", 1e5),
+    ("split-mnist-three-scenarios", "si", "c", 100.0),
+    ("split-mnist-three-scenarios", "mas", "lam", 1.0),
+    ("split-mnist-three-scenarios", "mas-local", "lam", 1.0),
+    ("permuted-mnist", "ewc", "lam", 100.0), ("permuted-mnist", "online-ewc", "lam", 100.0),
+    ("permuted-mnist", "si", "c", 10.0), ("permuted-mnist", "mas", "lam", 1.0),
+    ("permuted-mnist", "mas-local", "lam", 1.0),
+])
+def test_each_protocol_has_its_own_strength(protocol: str, method: str, field: str,
+                                            value: float) -> None:
+    """X's file of a protocol sets X's strength there, for X and for DHP+X alike."""
+    proto, own = CONFIGS / f"{protocol}.toml", CONFIGS / protocol / f"{method}.toml"
+    dhp = [CONFIGS / protocol / "dhp.toml"] if (CONFIGS / protocol / "dhp.toml").is_file() else []
+    for files, expr in (([proto, own], method), ([proto, own], f"dhp+{method}"),
+                        ([proto, *dhp, own], f"dhp+{method}"), ([proto, own, *dhp], f"dhp+{method}")):
+        top, overrides = load_configs(files)
+        cfg = make_config(top["benchmark"], expr, 0, top["setting"], overrides)
+        assert getattr(cfg.hparams[method], field) == value, files
+
+
+@pytest.mark.parametrize("protocol, benchmark, setting, train, hidden", [
+    ("split-mnist-dhp", "split-mnist", "task",
+     {"optimizer": "sgd", "lr": 0.01, "batch_size": 64, "epochs": 10, "iterations": 0}, (256, 256)),
+    ("split-mnist-three-scenarios", "split-mnist", "task",
+     {"optimizer": "adam", "lr": 0.001, "batch_size": 128, "iterations": 2000}, (400, 400)),
+    ("permuted-mnist", "permuted-mnist", "domain",
+     {"optimizer": "adam", "lr": 0.0001, "batch_size": 128, "iterations": 5000}, (1000, 1000)),
+])
+def test_protocol_files_hold_the_published_protocols(protocol: str, benchmark: str, setting: str,
+                                                     train: dict[str, object],
+                                                     hidden: tuple[int, ...]) -> None:
+    top, overrides = load_configs([CONFIGS / f"{protocol}.toml"])
+    assert (top["benchmark"], top["setting"], top["method"]) == (benchmark, setting, "finetune")
+    cfg = make_config(benchmark, "finetune", 0, setting, overrides)
+    assert {k: getattr(cfg.train, k) for k in train} == train
+    assert cfg.model.hidden == hidden and cfg.data.normalize is False
+
+
+def test_the_normalized_variant_changes_only_the_inputs() -> None:
+    base = CONFIGS / "split-mnist-dhp.toml"
+    plain = load_configs([base])[1]
+    top, overrides = load_configs([base, CONFIGS / "split-mnist-dhp" / "normalized.toml"])
+    assert overrides == {**plain, "data.normalize": True}
+    assert make_config(top["benchmark"], "finetune", 0, "task", overrides).data.normalize is True
+
+
+@pytest.mark.parametrize("path", PROTOCOL_FILES + LAYER_FILES,
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_file_loads_and_resolves(path: Path) -> None:
+    """A protocol file ``configs/<protocol>.toml`` alone, a layer ``configs/<protocol>/<name>.toml``
+    on its protocol; every value the file sets reaches the resolved configuration."""
+    own_top, own = load_toml(path)
+    if path.parent == CONFIGS:
+        files = [path]
+        assert {"benchmark", "method", "setting", "seeds"} <= set(own_top)
+    else:
+        files = [CONFIGS / f"{path.parent.name}.toml", path]
+        assert set(own_top) <= {"method"}  # layers hold a method and tables, nothing run-level
+        assert own_top.get("method", path.stem) == path.stem
+    top, overrides = load_configs(files)
+    cfg = make_config(top["benchmark"], top["method"], top["seeds"][0], top["setting"], overrides)
+    resolved = cfg.to_dict()
+    for key, value in own.items():
+        section, name = key.split(".", 1)
+        if section in resolved:  # the table of a method outside the run is ignored
+            assert resolved[section][name] == value, key
+
+
+def test_every_layer_directory_has_its_protocol_file() -> None:
+    for folder in (p for p in CONFIGS.iterdir() if p.is_dir()):
+        assert (CONFIGS / f"{folder.name}.toml").is_file(), folder

@@ -1,4 +1,5 @@
-"""DHP-Softmax (Thangarasa, Miconi & Taylor 2020): logits, Hebbian update, gradients, state."""
+"""DHP-Softmax (Thangarasa, Miconi & Taylor 2020): logits, Hebbian update, gradients, state,
+the protocols it declares (``uses_targets``, ``linear_parameters``), inside heads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lifelong.nn.dhp import DHPSoftmax
+from lifelong.nn.heads import MultiHead, SingleHead
 
 
 def _layer(in_features: int = 3, out_features: int = 4, eta: float = 0.25, bias: bool = True,
@@ -86,8 +88,6 @@ def test_alpha_zero_equals_linear_exactly():
     assert torch.equal(layer(h), expected)
     layer.train()
     assert torch.equal(layer(h, targets=targets), expected)  # with an update
-    sliced = F.linear(h, layer.weight[1:3], layer.bias[1:3])
-    assert torch.equal(layer(h, targets=targets, units=slice(1, 3)), sliced)
 
 
 def test_logits_use_the_plastic_weights():
@@ -199,6 +199,22 @@ def test_int32_and_int8_targets_and_a_float64_layer():
     assert "onehot_table" not in a.state_dict()  # derived, not saved
 
 
+def test_training_forward_reads_nothing_back_to_the_host(monkeypatch: pytest.MonkeyPatch):
+    """No ``eta.item()`` (a device synchronisation on a GPU) or other host read per step."""
+    layer = _layer(4, 3, eta=0.5).train()
+    h, y = torch.randn(6, 4), torch.tensor([2, 0, -1, 2, 2, 0])
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("host read of a tensor in the training forward")
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    z = layer(h, targets=y)
+    monkeypatch.undo()
+    assert z.shape == (6, 3) and torch.count_nonzero(layer.hebb[1]) == 0
+    torch.testing.assert_close(layer.hebb[0], 0.5 * h[[1, 5]].mean(0))
+
+
 def test_eta_is_clamped_to_unit_interval_in_the_update():
     layer = _layer(3, 2, eta=1.5)
     h = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
@@ -230,9 +246,24 @@ def test_gradients_reach_eta_and_alpha():
     assert torch.count_nonzero(layer.hebb) > 0
 
 
-@pytest.mark.parametrize("units", [None, slice(1, 3)])
+def test_eta_inside_the_unit_interval_gets_the_unclamped_gradient():
+    """The clamp is the identity with an identical gradient inside [0, 1]."""
+    layer = _layer(4, 3, eta=0.3, dtype=torch.float64)
+    with torch.no_grad():
+        layer.hebb.copy_(torch.randn(3, 4, dtype=torch.float64))
+    hebb = layer.hebb.clone()
+    h = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.tensor([0, 2, 2, 1, 0])
+    (g,) = torch.autograd.grad(layer.train()(h, targets=y).sum(), layer.eta)
+    eta = layer.eta.detach().clone().requires_grad_()
+    z_ref, _ = _reference_step(h, y, layer.weight, layer.alpha, eta, layer.bias, hebb)
+    (g_ref,) = torch.autograd.grad(z_ref.sum(), eta)
+    assert float(g_ref.abs()) > 0
+    torch.testing.assert_close(g, g_ref)
+
+
 @pytest.mark.parametrize("bias", [True, False])
-def test_gradients_equal_autograd_reference(units: slice | None, bias: bool):
+def test_gradients_equal_autograd_reference(bias: bool):
     """Gradients of the vectorised update equal autograd through Algorithm 1's loop, for every
     input (h included: the trace depends on h)."""
     layer = _layer(5, 4, eta=0.3, bias=bias, dtype=torch.float64, seed=3)
@@ -242,9 +273,8 @@ def test_gradients_equal_autograd_reference(units: slice | None, bias: bool):
     hebb = layer.hebb.clone()
     h = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([0, 2, 2, -1, 3, 0, 0, 1, -1])
-    z = layer.train()(h, targets=targets, units=units)
+    z = layer.train()(h, targets=targets)
     z_ref, _ = _reference_step(h, targets, layer.weight, layer.alpha, layer.eta, layer.bias, hebb)
-    z_ref = z_ref if units is None else z_ref[:, units]
     torch.testing.assert_close(z, z_ref)
     params = [h, *layer.parameters()]
     g = torch.randn_like(z)
@@ -295,28 +325,59 @@ def test_eval_forward_supports_torch_func_per_sample_gradients():
 # ------------------------------------------------------------------------------ units, state
 
 
-def test_units_slice_equals_full_output_slice():
-    a, b = _layer(6, 5, eta=0.2), _layer(6, 5, eta=0.2)
+def test_declares_targets_and_linear_parameters():
+    layer = _layer(4, 3)
+    assert DHPSoftmax.uses_targets is True and layer.uses_targets is True
+    form = layer.linear_parameters()
+    assert set(form) == {"weight", "alpha"} and form["weight"] is None
+    assert form["alpha"] is layer.hebb
+    with torch.no_grad():  # z = h (weight * 1 + alpha * hebb)^T + b in eval mode
+        layer.hebb.copy_(torch.randn(3, 4))
+    h = torch.randn(5, 4)
+    w_eff = layer.weight + layer.alpha * layer.linear_parameters()["alpha"]
+    torch.testing.assert_close(layer.eval()(h), h @ w_eff.T + layer.bias)
+
+
+@pytest.mark.parametrize("head", ["single", "multi"])
+def test_units_of_a_head_slice_the_logits_and_the_update_covers_every_class(head: str):
+    """Heads take the columns of ``units``; the trace update covers every class with samples
+    (inside the units or not); gradients reach only the rows of the units."""
+    torch.manual_seed(0)
+    make = (lambda: SingleHead(6, 5, DHPSoftmax)) if head == "single" else (
+        lambda: MultiHead(6, [2, 3], DHPSoftmax))
+    a = make()
+    b = make()
+    b.load_state_dict(a.state_dict())
+    layers = [m for m in a.modules() if isinstance(m, DHPSoftmax)]
     with torch.no_grad():
-        a.hebb.copy_(torch.randn(5, 6))
-        b.hebb.copy_(a.hebb)
+        for m in [*layers, *(m for m in b.modules() if isinstance(m, DHPSoftmax))]:
+            m.eta.fill_(0.2)
+            m.hebb.copy_(torch.arange(m.hebb.numel(), dtype=torch.float32).view_as(m.hebb))
     h = torch.randn(8, 6)
     targets = torch.tensor([0, 4, 4, 1, 2, -1, 0, 3])  # classes outside 1:3 too
-    # equal up to float rounding (a 2-row matmul may sum in another order than a 5-row one)
     torch.testing.assert_close(a.eval()(h, units=slice(1, 3)), b.eval()(h)[:, 1:3],
                                rtol=0, atol=1e-6)
-    za = a.train()(h, targets=targets, units=slice(1, 3))
+    za = a.train()(h, units=slice(1, 3), targets=targets)
     zb = b.train()(h, targets=targets)
     assert za.shape == (8, 2)
     torch.testing.assert_close(za, zb[:, 1:3], rtol=0, atol=1e-6)
-    # the update covers every class with samples, inside the slice or not
-    torch.testing.assert_close(a.hebb, b.hebb, rtol=0, atol=0)
-    assert torch.count_nonzero(a.hebb[0] - b.hebb[0]) == 0
-    # gradients only for the rows of the slice
+    for ma, mb in zip(layers, (m for m in b.modules() if isinstance(m, DHPSoftmax))):
+        assert torch.equal(ma.hebb, mb.hebb)
     za.sum().backward()
-    assert torch.count_nonzero(a.weight.grad[[0, 3, 4]]) == 0
-    assert torch.count_nonzero(a.weight.grad[1:3]) > 0
-    assert a.bias.grad.tolist()[0] == 0.0 and a.bias.grad.tolist()[1] == 8.0
+    if head == "single":
+        weight, bias = a.layer.weight.grad, a.layer.bias.grad
+        assert torch.count_nonzero(weight[[0, 3, 4]]) == 0
+        assert torch.count_nonzero(weight[1:3]) > 0
+        assert bias.tolist() == [0.0, 8.0, 8.0, 0.0, 0.0]
+    else:  # units 1:3 are row 1 of head 0 and row 0 of head 1
+        assert torch.count_nonzero(a.heads[0].weight.grad[0]) == 0
+        assert torch.count_nonzero(a.heads[1].weight.grad[1:]) == 0
+        assert a.heads[0].bias.grad.tolist() == [0.0, 8.0]
+        assert a.heads[1].bias.grad.tolist() == [8.0, 0.0, 0.0]
+    # class 2 (one sample, h[4]) by hand: row 2 of the single layer, row 0 of the second head
+    layer, row = (layers[0], 2) if head == "single" else (layers[1], 0)
+    start = torch.arange(layer.hebb.numel(), dtype=torch.float32).view_as(layer.hebb)[row]
+    torch.testing.assert_close(layer.hebb[row], 0.8 * start + 0.2 * h[4])
 
 
 def test_state_dict_round_trip():
@@ -369,9 +430,14 @@ def test_error_targets_shape_and_dtype():
         layer(torch.randn(4, 5), targets=torch.zeros(4))
 
 
-def test_error_units():
-    layer = DHPSoftmax(5, 3)
-    with pytest.raises(ValueError, match=r"units must be a non-empty contiguous range inside 0..3"):
-        layer(torch.randn(2, 5), units=slice(1, 4))
+def test_error_units_through_a_head():
+    """The layer computes every unit; heads check ``units`` before the layer runs."""
+    head = SingleHead(5, 3, DHPSoftmax).train()
+    with pytest.raises(ValueError, match=r"units slice\(1, 4, None\) is not a contiguous range "
+                                         r"inside 0..3"):
+        head(torch.randn(2, 5), units=slice(1, 4), targets=torch.tensor([0, 1]))
+    assert torch.count_nonzero(head.layer.hebb) == 0  # refused before any update
     with pytest.raises(ValueError, match="contiguous range"):
-        layer(torch.randn(2, 5), units=slice(0, 3, 2))
+        head(torch.randn(2, 5), units=slice(0, 3, 2))
+    with pytest.raises(TypeError):
+        DHPSoftmax(5, 3)(torch.randn(2, 5), units=slice(0, 2))  # type: ignore[call-arg]

@@ -10,7 +10,6 @@ in training, kept across tasks, untouched by evaluation; a trained model round-t
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lifelong.cli import main
-from lifelong.config import load_toml, make_config
+from lifelong.config import RunConfig, load_configs, make_config
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario, build_scenario
 from lifelong.methods.base import Recipe, compose
@@ -101,7 +100,7 @@ def test_dhp_recipe_is_the_layer_only_with_the_papers_defaults() -> None:
     assert isinstance(hp, DHPConfig)
     assert (hp.eta_init, hp.alpha_init_scale, hp.bias) == (0.001, 0.01, True)
     recipe = build_recipe("dhp")
-    assert recipe.terms == [] and recipe.replay == "none" and recipe.freeze is None
+    assert recipe.terms == [] and recipe.data is None and recipe.freeze is None
     assert recipe.layer_name == "dhp"
     torch.manual_seed(0)
     layer = recipe.layer(7, 3)
@@ -268,7 +267,7 @@ def test_explicit_evaluate_and_eval_forward_never_update_the_trace() -> None:
     x = run.scenario.tasks[1].test_x
     y = run.layout.targets(1, run.scenario.tasks[1].test_y)
     run.model.eval()
-    run.model(x, y, run.layout.task_units(1))  # labels given, but eval mode
+    run.model(x, units=run.layout.task_units(1), targets=y)  # labels given, but eval mode
     after = _traces(run.model)
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -324,40 +323,37 @@ def test_cli_runs_dhp_and_every_composition() -> None:
 # ------------------------------------------------------------------------- configurations
 
 
+def _layered(protocol: str, method: str) -> RunConfig:
+    """``method`` resolved from ``configs/<protocol>.toml`` and the file of each of its parts."""
+    files = [CONFIGS / f"{protocol}.toml"]
+    files += [CONFIGS / protocol / f"{part}.toml" for part in method.split("+")]
+    top, overrides = load_configs(files)
+    return make_config(top["benchmark"], method, 0, top["setting"], overrides)
+
+
 @pytest.mark.parametrize("other", [None, *CONSOLIDATION])
-def test_reference_configs_match_the_protocol_and_the_methods_own_files(other: str | None) -> None:
-    name = "split-mnist-dhp-protocol-dhp" + ("" if other is None else f"-{other}") + ".toml"
-    top, overrides = load_toml(CONFIGS / name)
-    assert top["method"] == ("dhp" if other is None else f"dhp+{other}")
-    assert (top["benchmark"], top["setting"]) == ("split-mnist", "task")
-    cfg = make_config(top["benchmark"], top["method"], 0, top["setting"], overrides)
+def test_dhp_protocol_files_give_dhp_its_settings_and_x_its_own_table(other: str | None) -> None:
+    method = "dhp" if other is None else f"dhp+{other}"
+    cfg = _layered("split-mnist-dhp", method)
     assert cfg.hparams["dhp"] == DHPConfig()
+    assert (cfg.benchmark, cfg.setting) == ("split-mnist", "task")
     assert (cfg.model.hidden, cfg.model.head, cfg.data.normalize) == ((256, 256), "multi", False)
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == (
         "sgd", 0.01, 64, 10)
-    if other is None:
-        return
-    # the consolidation method runs at the strength of its own reference file for this protocol
-    theirs = CONFIGS / f"split-mnist-dhp-{other}.toml"
-    if not theirs.is_file():
-        pytest.skip(f"{theirs.name} not present")
-    mine_doc, their_doc = (tomllib.loads(p.read_text()) for p in (CONFIGS / name, theirs))
-    assert mine_doc[other] == their_doc[other]
-    for section in ("data", "model", "train"):
-        assert mine_doc[section] == their_doc[section]
+    if other is not None:  # the same table as X alone; alpha and eta left out of the penalty
+        assert cfg.hparams[other] == _layered("split-mnist-dhp", other).hparams[other]
+        assert cfg.hparams[other].penalize_plastic is False
 
 
 @pytest.mark.parametrize("other", CONSOLIDATION)
-def test_permuted_dhp_configs_are_the_methods_own_plus_the_plastic_penalty(other: str) -> None:
-    """``configs/permuted-mnist-dhp-<X>.toml`` = ``configs/permuted-mnist-<X>.toml`` with DHP
-    and ``<X>.penalize_plastic = true`` (the shared output layer needs it; docs/dhp.md)."""
-    mine = tomllib.loads((CONFIGS / f"permuted-mnist-dhp-{other}.toml").read_text())
-    theirs = tomllib.loads((CONFIGS / f"permuted-mnist-{other}.toml").read_text())
-    assert mine["method"] == f"dhp+{other}"
-    assert (mine["benchmark"], mine["setting"]) == (theirs["benchmark"], theirs["setting"])
-    for section in ("data", "model", "train"):
-        assert mine[section] == theirs[section]
-    assert mine[other] == {**theirs[other], "penalize_plastic": True}
-    top, overrides = load_toml(CONFIGS / f"permuted-mnist-dhp-{other}.toml")
-    cfg = make_config(top["benchmark"], top["method"], 0, top["setting"], overrides)
-    assert cfg.hparams["dhp"] == DHPConfig() and cfg.hparams[other].penalize_plastic
+def test_permuted_dhp_file_adds_the_plastic_penalty_to_x_own_table(other: str) -> None:
+    """On PermutedMNIST (one shared output layer) DHP+X also penalises alpha and eta
+    (docs/dhp.md); everything else is X's own table."""
+    alone = _layered("permuted-mnist", other)
+    composed = _layered("permuted-mnist", f"dhp+{other}")
+    assert composed.hparams["dhp"] == DHPConfig()
+    assert alone.hparams[other].penalize_plastic is False
+    assert composed.hparams[other] == dataclasses.replace(alone.hparams[other],
+                                                          penalize_plastic=True)
+    assert (composed.train, composed.model, composed.data) == (alone.train, alone.model,
+                                                               alone.data)

@@ -119,10 +119,9 @@ class ModeSpy(nn.Module):
         self.model = model
         self.modes: list[bool] = []
 
-    def forward(self, x: Tensor, targets: Tensor | None = None,
-                units: slice | None = None) -> Tensor:
+    def forward(self, x: Tensor, units: slice | None = None) -> Tensor:
         self.modes.append(self.training)
-        return self.model(x, targets, units)
+        return self.model(x, units=units)
 
 
 @pytest.mark.parametrize("start_training", [True, False])
@@ -196,20 +195,18 @@ def test_hooks_are_called_in_the_documented_order(synthetic: Scenario) -> None:
     recipe.terms += [pen, data]  # the penalty first in the list: order of hooks must not care
     fit(model, synthetic, layout, recipe, config, seed=0)
     steps = 5  # 80 samples, batch 16, 1 epoch
-    one_task = ["task_start"] + ["loss", "after_backward", "after_step"] * steps + ["task_end"]
-    for term in (data, pen):
-        assert [e for n, e in log if n == term.name] == one_task * 3
-        assert term.task_steps == [steps] * 3
-    # across terms, within a step: every loss before any after_backward before any after_step
-    events = [e for _, e in log]
-    rank = {"loss": 0, "after_backward": 1, "after_step": 2}
-    step_events: list[str] = []
-    for e in events:
-        if e in rank:
-            step_events.append(e)
-    for i in range(0, len(step_events), 6):
-        chunk = [rank[e] for e in step_events[i:i + 6]]
-        assert chunk == sorted(chunk) == [0, 0, 1, 1, 2, 2]
+    # data terms: loss, backward, after_backward; penalties are evaluated after it (so that
+    # on_after_backward sees the data gradient alone), then the step
+    data_task = ["task_start"] + ["loss", "after_backward", "after_step"] * steps + ["task_end"]
+    pen_task = ["task_start"] + ["after_backward", "loss", "after_step"] * steps + ["task_end"]
+    assert [e for n, e in log if n == "data"] == data_task * 3
+    assert [e for n, e in log if n == "pen"] == pen_task * 3
+    assert data.task_steps == pen.task_steps == [steps] * 3
+    # across terms, within a step: data loss, every after_backward, penalty loss, every after_step
+    step_events = [(n, e) for n, e in log if e not in ("task_start", "task_end")]
+    one_step = [("data", "loss"), ("pen", "after_backward"), ("data", "after_backward"),
+                ("pen", "loss"), ("pen", "after_step"), ("data", "after_step")]
+    assert step_events == one_step * (3 * steps)
 
 
 class KnownPenalty(Term):
@@ -272,142 +269,6 @@ def test_penalty_gradient_is_added_after_on_after_backward(synthetic: Scenario) 
     torch.testing.assert_close(update, ref_grad + G, rtol=1e-4, atol=1e-4)
     # the penalty is logged under its name: <G, W> at the logged steps
     assert "known" in res.losses and len(res.losses["known"]) == len(res.losses["ce"])
-
-
-class StepWatcher(Term):
-    """Records ``ctx.penalty_steps``; with ``observes=True`` it declares that it reads the
-    steps from ``.grad`` (as SI does)."""
-
-    name = "watch"
-
-    def __init__(self, observes: bool = False):
-        self.observes_gradient_steps = observes
-        self.flags: list[bool] = []
-
-    def on_task_start(self, ctx: TrainContext) -> None:
-        self.flags.append(ctx.penalty_steps)
-
-
-@pytest.mark.parametrize("method", ["ewc", "mas"])
-def test_penalties_take_their_own_sgd_step_unless_a_term_observes_steps(
-        synthetic: Scenario, method: str) -> None:
-    """With plain SGD a penalty steps the parameters itself (``ctx.penalty_steps``), and the
-    run matches the one where it adds its gradient to ``.grad`` (forced by a term that observes
-    the steps) up to rounding; with SI in the recipe the flag is off."""
-    runs = []
-    for observes in (False, True):
-        layout, recipe, model, config = prepare(synthetic, method=method, epochs=2)
-        watch = StepWatcher(observes)
-        (penalty,) = [t for t in recipe.terms if t.direct_gradient]
-        steps: list[int] = []
-
-        def counted(*args: Any, _own: Any = penalty.sgd_step, _steps: list[int] = steps) -> None:
-            _steps.append(1)
-            _own(*args)
-
-        penalty.sgd_step = counted  # type: ignore[method-assign]
-        recipe.terms += [watch]
-        res = fit(model, synthetic, layout, recipe, config, seed=0)
-        assert watch.flags == [not observes] * len(synthetic.tasks)
-        # the own step is taken on the steps after the first consolidation, and only then
-        assert (len(steps) > 0) is (not observes)
-        runs.append((res, [p.detach().clone() for p in model.parameters()]))
-    (a, pa), (b, pb) = runs
-    for p, q in zip(pa, pb):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
-    for s in a.accuracy:
-        np.testing.assert_allclose(a.accuracy[s], b.accuracy[s], atol=0.02)
-    # the logged penalty is its value before the step, in both forms
-    np.testing.assert_allclose(np.array(a.losses[method])[:, 1], np.array(b.losses[method])[:, 1],
-                               rtol=1e-3, atol=1e-6)
-    layout, recipe, model, config = prepare(synthetic, method="si")
-    watch = StepWatcher()
-    recipe.terms += [watch]
-    fit(model, synthetic, layout, recipe, config, seed=0)
-    assert watch.flags == [False] * len(synthetic.tasks)
-
-
-def test_si_takes_the_closed_form_only_as_the_runs_only_gradient_writer(
-        synthetic: Scenario) -> None:
-    """With plain SGD and no other penalty, SI's path integral takes its closed form (nothing
-    recorded per step); a second gradient writer (a penalty with nothing to add) makes it record
-    the task gradient. Both runs give the same importances up to float rounding."""
-    from lifelong.terms.penalty import QuadraticPenalty, SIPenalty
-
-    class Idle(QuadraticPenalty):  # a gradient writer that never consolidates anything
-        def on_task_end(self, ctx: TrainContext) -> None:
-            pass
-
-    runs = []
-    for extra in (False, True):
-        layout, recipe, model, config = prepare(synthetic, method="si", lr=0.02, epochs=2)
-        (si,) = [t for t in recipe.terms if isinstance(t, SIPenalty)]
-        if extra:
-            recipe.terms += [Idle(name="idle")]
-        forms: list[bool] = []
-
-        def start(ctx: TrainContext, _own: Any = si.on_task_start, _forms: list[bool] = forms,
-                  _si: SIPenalty = si) -> None:
-            _own(ctx)
-            _forms.append(_si.path.closed_form)
-
-        si.on_task_start = start  # type: ignore[method-assign]
-        res = fit(model, synthetic, layout, recipe, config, seed=0)
-        assert forms == [not extra] * len(synthetic.tasks)
-        runs.append((res, [p.detach().clone() for p in model.parameters()], si.state_dict()))
-    (a, pa, sa), (b, pb, sb) = runs
-    for p, q in zip(pa, pb):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
-    for s in a.accuracy:
-        np.testing.assert_allclose(a.accuracy[s], b.accuracy[s], atol=0.02)
-    x, y = sa["importances"][0], sb["importances"][0]
-    assert x.keys() == y.keys() and float(sum(o.sum() for o in x.values())) > 0
-    for n in x:
-        torch.testing.assert_close(x[n], y[n], rtol=1e-3, atol=1e-6, msg=n)
-
-
-def test_si_takes_its_steps_in_one_compiled_pass_with_identical_results(
-        synthetic: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
-    """As the run's only gradient writer and observer, SI takes the plain SGD step of the
-    parameters it tracks itself (PathIntegral.sgd_step, the compiled kernel): every step of
-    every task, and the run ends bit for bit where the torch path ends. Another term that reads
-    the steps from ``.grad`` keeps SI on the torch path."""
-    from lifelong import native
-    from lifelong.terms import importance
-    from lifelong.terms.penalty import SIPenalty
-
-    if native.si_sgd_step_kernel() is None:
-        pytest.skip(f"no compiled kernel: {native.native_status()}")
-    own = importance.PathIntegral.sgd_step
-    calls: list[bool] = []
-
-    def counted(self: importance.PathIntegral, offsets: Any) -> bool:
-        calls.append(own(self, offsets))
-        return calls[-1]
-
-    monkeypatch.setattr(importance.PathIntegral, "sgd_step", counted)
-    runs, counts = [], []
-    for kernel, observer in ((True, False), (True, True), (False, False)):
-        if not kernel:
-            monkeypatch.setattr(importance, "si_sgd_step_kernel", lambda: None)
-        calls.clear()
-        layout, recipe, model, config = prepare(synthetic, method="si", lr=0.02, epochs=2)
-        if observer:
-            recipe.terms += [StepWatcher(observes=True)]
-        res = fit(model, synthetic, layout, recipe, config, seed=0)
-        (si,) = [t for t in recipe.terms if isinstance(t, SIPenalty)]
-        runs.append((res, [p.detach().clone() for p in model.parameters()], si.state_dict()))
-        counts.append(len(calls))
-        assert all(c == kernel for c in calls)
-    steps = sum(2 * -(-t.train_y.shape[0] // config.batch_size) for t in synthetic.tasks)
-    assert counts == [steps, 0, steps]  # once per step; never beside another observer
-    (a, pa, sa), _, (b, pb, sb) = runs
-    assert all(torch.equal(p, q) for p, q in zip(pa, pb))
-    for s in a.accuracy:
-        np.testing.assert_array_equal(a.accuracy[s], b.accuracy[s])
-    x, y = sa["importances"][0], sb["importances"][0]
-    assert x.keys() == y.keys() and float(sum(o.sum() for o in x.values())) > 0
-    assert all(torch.equal(x[n], y[n]) for n in x)
 
 
 def test_on_task_end_runs_before_evaluation(synthetic: Scenario) -> None:
@@ -602,3 +463,72 @@ def test_resume_from_a_checkpoint_is_bit_identical(synthetic: Scenario, setting:
         assert resumed.losses == full.losses
         for p, q in zip(model.parameters(), fresh.parameters()):
             assert torch.equal(p, q)
+
+
+# ------------------------------------------------------------------------ what terms can ask for
+
+
+class OldUnits(Term):
+    """Asks the batch for the logits of task 0's units while later tasks train."""
+
+    name = "old"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[slice, Tensor, Tensor]] = []
+
+    def loss(self, ctx: TrainContext, batch: Batch) -> None:
+        if ctx.task_id > 0 and not self.seen:
+            units = ctx.layout.task_units(0)
+            self.seen.append((batch.units, batch.logits_for(units).detach(),
+                              ctx.model(batch.x, units=units).detach()))
+        return None
+
+
+def test_a_term_gets_logits_of_other_units_without_the_loop_knowing(synthetic: Scenario) -> None:
+    layout, recipe, model, config = prepare(synthetic)
+    old = OldUnits()
+    recipe.terms += [old]
+    fit(model, synthetic, layout, recipe, config, seed=0)
+    (batch_units, got, direct), = old.seen
+    assert batch_units == layout.task_units(1)
+    assert got.shape == (16, len(synthetic.tasks[0].classes))
+    torch.testing.assert_close(got, direct)
+    # the batch's own units are the logits the loop computed, not a second forward
+    batch = Batch(x=torch.zeros(2, 1), y=torch.zeros(2), targets=torch.zeros(2), task_ids=torch.zeros(2),
+                  units=slice(0, 2), logits=torch.ones(2, 2))
+    assert batch.logits_for(slice(0, 2)) is batch.logits
+    with pytest.raises(ValueError, match="no forward"):
+        batch.logits_for(slice(2, 4))
+
+
+def test_device_option_is_validated_with_a_clear_message() -> None:
+    from lifelong.train.loop import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown train.device 'tpu'"):
+        TrainConfig(device="tpu").validate()
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device.*--device cpu"):
+            TrainConfig(device="cuda").validate()
+
+
+def test_terms_follow_to_device() -> None:
+    from lifelong.terms import EWC
+
+    model = nn.Linear(3, 2)
+    pen = EWC(lam=2.0)
+    pen.consolidate({n: torch.ones_like(p) for n, p in model.named_parameters()}, model)
+    out = pen.to("cpu")
+    assert out is pen and pen.state_dict()["importances"][0]["weight"].device.type == "cpu"
+    torch.testing.assert_close(pen.penalty_value(model), torch.tensor(0.0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_run_matches_cpu_run(synthetic: Scenario) -> None:
+    results = []
+    for device in ("cpu", "cuda"):
+        layout, recipe, model, config = prepare(synthetic, method="si", device=device)
+        results.append(fit(model, synthetic, layout, recipe, config, seed=0))
+    for s in results[0].accuracy:
+        np.testing.assert_allclose(results[0].accuracy[s], results[1].accuracy[s], atol=0.05)

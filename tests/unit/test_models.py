@@ -69,6 +69,53 @@ def test_units_slicing_gives_gradient_only_to_active_rows(features: torch.Tensor
     assert multi.heads[1].weight.grad.abs().sum() > 0
 
 
+def test_heads_call_their_layer_modules(features: torch.Tensor) -> None:
+    """Forward hooks on the output layers see every head that computes a unit; a multi-head
+    calls only the heads overlapping ``units``."""
+    seen: list[nn.Module] = []
+    multi = MultiHead(7, [2, 3, 1])
+    single = SingleHead(7, 6)
+    for m in [*multi.heads, single.layer]:
+        m.register_forward_hook(lambda mod, args, out: seen.append(mod))
+    multi(features, units=slice(1, 4))
+    assert seen == [multi.heads[0], multi.heads[1]]
+    seen.clear()
+    single(features, units=slice(2, 3))
+    assert seen == [single.layer]
+    assert multi.output_rows(slice(1, 4)) == [(multi.heads[0], slice(1, 2)),
+                                              (multi.heads[1], slice(0, 2))]
+    assert multi.output_rows() == [(h, slice(0, s)) for h, s in zip(multi.heads, (2, 3, 1))]
+    assert single.output_rows(slice(2, 5)) == [(single.layer, slice(2, 5))]
+
+
+def test_forward_signature_units_then_targets() -> None:
+    """``model(x, units=..., targets=...)``: units is the second argument; targets reach only
+    layers that declare ``uses_targets`` (ignored by linear heads)."""
+    from lifelong.nn.dhp import DHPSoftmax
+
+    torch.manual_seed(0)
+    linear = ContinualModel(MLP(6, (5,)), MultiHead(5, [2, 2]))
+    dhp = ContinualModel(MLP(6, (5,)), SingleHead(5, 4, DHPSoftmax))
+    assert not linear.uses_targets and dhp.uses_targets
+    single = ContinualModel(MLP(6, (5,)), SingleHead(5, 4))
+    assert not single.uses_targets
+    assert ContinualModel(MLP(6, (5,)), MultiHead(5, [2, 2], DHPSoftmax)).uses_targets
+    x, y = torch.randn(4, 6), torch.tensor([2, 3, 3, 2])
+    expected = linear(x)[:, 2:4]
+    assert linear(x, slice(2, 4)).shape == (4, 2)
+    torch.testing.assert_close(linear(x, slice(2, 4), y), expected, rtol=0, atol=0)
+    torch.testing.assert_close(linear(x, units=slice(2, 4), targets=y), expected, rtol=0, atol=0)
+    torch.testing.assert_close(single(x, targets=y), single(x), rtol=0, atol=0)
+    dhp.train()
+    before = dhp.head.layer.hebb.clone()
+    z = dhp(x, units=slice(2, 4), targets=y)
+    assert z.shape == (4, 2)
+    assert torch.count_nonzero(dhp.head.layer.hebb[:2] - before[:2]) == 0  # classes 0, 1 absent
+    assert torch.count_nonzero(dhp.head.layer.hebb[2:] - before[2:]) > 0
+    with pytest.raises(ValueError, match="targets must lie in"):
+        dhp(x, units=slice(2, 4), targets=torch.tensor([2, 3, 9, 2]))
+
+
 @pytest.mark.parametrize("units", [slice(3, 3), slice(0, 7), slice(-1, 2), slice(0, 6, 2)])
 def test_bad_unit_ranges_are_rejected(features: torch.Tensor, units: slice) -> None:
     with pytest.raises(ValueError, match="not a contiguous range inside 0..6"):
