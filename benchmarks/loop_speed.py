@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.data_dir is None and not os.environ.get("LIFELONG_DATA"):
-        print("loop_speed: this benchmark needs MNIST: pass --data-dir DIR or set LIFELONG_DATA=DIR "
+        print("loop_speed: this benchmark needs MNIST: pass --data-dir DIR or set "
+              "LIFELONG_DATA=DIR "
               "(DIR/mnist/ holding the four *.gz IDX files)", file=sys.stderr)
         raise SystemExit(2)
     cfg = make_config("split-mnist", "finetune", seed=args.seed, setting="task",
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         dt, acc["hand"] = _timed(hand_written, scenario, args.epochs, args.seed)
         times["hand"].append(dt)
         print(f"  repeat {r + 1}: lifelong {times['lifelong'][-1]:.2f}s "
-              f"(train {result['timings']['train_s']:.2f}s, eval {result['timings']['eval_s']:.2f}s)"
+              f"(train {result['timings']['train_s']:.2f}s, "
+              f"eval {result['timings']['eval_s']:.2f}s)"
               f", hand-written {times['hand'][-1]:.2f}s", flush=True)
     best = {k: min(v) for k, v in times.items()}
     ratio = best["lifelong"] / best["hand"]

@@ -8,17 +8,86 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from lifelong.config import load_configs, make_config
+from lifelong.config import load_configs, make_config, normalize_method
 from lifelong.data.scenarios import build_scenario, get_benchmark, list_benchmarks
 from lifelong.methods.registry import get_method, list_methods, parse_method
 
 
 class CLIError(ValueError):
     """A usage error reported as one line, without a traceback."""
+
+
+def default_threads() -> tuple[int, str]:
+    """torch intra-op threads of a run without ``--threads``, and how the header explains it.
+
+    On a machine with two cores or fewer one thread: these small networks gain nothing from a
+    second OpenMP thread, and two threads spinning against any other work make them several times
+    slower (README, Speed). Elsewhere torch's own choice.
+    """
+    import torch
+
+    cores = os.cpu_count() or 1
+    if cores <= 2:
+        return 1, f"1 torch thread (the default on {cores} core{'s' if cores > 1 else ''}; " \
+                  "--threads N to change)"
+    n = torch.get_num_threads()
+    return n, f"{n} torch threads (torch's default on {cores} cores; --threads N to change)"
+
+
+def _refuse_repeats(methods: list[str], seeds: list[int], method_source: str,
+                    seed_source: str) -> None:
+    """A method or a seed given twice would run (and write) the same run twice: refused."""
+    seen: dict[frozenset[str], str] = {}
+    for method in methods:
+        norm = normalize_method(method)
+        key = frozenset(norm.split("+"))
+        if key in seen:
+            if seen[key] == norm:
+                raise CLIError(f"method {norm!r} is given twice ({method_source}); each method "
+                               "runs once per seed")
+            raise CLIError(f"methods {seen[key]!r} and {norm!r} are the same composition "
+                           f"({method_source}); give one of them")
+        seen[key] = norm
+    for seed in seeds:
+        if seeds.count(seed) > 1:
+            raise CLIError(f"seed {seed} is given twice ({seed_source}); each seed runs once")
+
+
+def _check_out(out: str) -> None:
+    """``--out`` must be a folder lifelong can write to (checked before any training)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--out {out} is a file, not a folder: name a folder for the run folders "
+                       "(e.g. -o runs)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".lifelong-write-test-"):
+            pass
+    except OSError as error:
+        raise CLIError(f"cannot write to --out {out} ({error.strerror or error}): choose a "
+                       "writable folder with -o DIR") from None
+
+
+def _cache_error(data_dir: str | None, error: Exception) -> CLIError | None:
+    """The one-line error for a download into a folder that cannot be written, else ``None``."""
+    from lifelong.data.datasets import user_cache_dir
+
+    root = Path(data_dir).expanduser() if data_dir else user_cache_dir()
+    where = f"--data-dir {root}" if data_dir else f"the dataset cache {root}"
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK) and not isinstance(error, PermissionError):
+        return None
+    why = getattr(error, "strerror", None) or "not writable"
+    return CLIError(f"cannot download into {where} ({why}): pass --data-dir DIR naming a "
+                    "writable folder, or put the dataset files there yourself")
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -54,15 +123,17 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", default="runs", help="output root for run folders (default runs)")
     r.add_argument("--no-save", action="store_true", help="write no run folder")
     r.add_argument("--resume", action="store_true",
-                   help="continue runs that a crash left as <run>.partial (from the last task)")
+                   help="resume a sweep: skip runs whose result.json exists, continue those a "
+                   "crash left as <run>.partial (from the last task), start the others")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set train.lr=0.001 (repeatable)")
     r.add_argument("--format", choices=("text", "markdown"), default="text",
                    help="format of the printed table")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress (one line per task on stderr, and a bar on a terminal)")
     r.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch intra-op threads (default: torch's choice). On a small shared "
-                   "machine 1 is often fastest for these small networks")
+                   help="torch intra-op threads (default: 1 on a machine with <= 2 cores, "
+                   "torch's choice elsewhere; the header says which)")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides such as train.epochs=2 ewc.lam=1e7")
     sub.add_parser("list", help="list benchmarks and methods with their hyperparameters")
@@ -124,32 +195,67 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         overrides["train.device"] = args.device
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.resume and args.no_save:
+        raise CLIError("--resume needs the run folders: it cannot be combined with --no-save")
+    method_source = ("-m " + " ".join(args.methods) if args.methods else
+                     "the configuration files' methods" if top.get("methods") or top.get("method")
+                     else "the default methods")
+    seed_source = ("--seeds " + " ".join(str(s) for s in seeds) if args.seeds else
+                   "the configuration files' seeds")
+    seeds = [int(s) for s in seeds]
+    _refuse_repeats(list(methods), seeds, method_source, seed_source)
     # Validate every (method, seed) before any training: unknown names, bad options, settings.
     configs = []
     for method in methods:
-        parse_method(method)
+        parse_method(normalize_method(method))
         for seed in seeds:
-            configs.append(make_config(benchmark, method, int(seed), setting, overrides))
+            configs.append(make_config(benchmark, method, seed, setting, overrides))
+    out_root = None if args.no_save else args.out
+    if out_root is not None:
+        _check_out(out_root)
     from lifelong.data.layout import Layout
     from lifelong.methods.registry import build_recipe
+    from lifelong.train.loop import resolve_device
+    from lifelong.train.run import resume_plan
 
     scenarios: dict[Any, Any] = {}
+    plans: dict[str, int] = {}
     for cfg in configs:
         key = (repr(dataclasses.asdict(cfg.data)), cfg.seed)
         if key not in scenarios:
-            scenarios[key] = build_scenario(cfg.benchmark, cfg.data, cfg.seed)
+            try:
+                scenarios[key] = build_scenario(cfg.benchmark, cfg.data, cfg.seed)
+            except OSError as error:
+                cache = _cache_error(cfg.data.data_dir, error) if cfg.data.download else None
+                if cache is not None:
+                    raise cache from None
+                raise
         sc = scenarios[key]
         s = cfg.setting or sc.default_setting
         layout = Layout.for_scenario(sc, s)
         cfg.model.validate(layout)
         build_recipe(cfg.method, cfg.hparams, s)
+        if args.resume and out_root is not None:
+            plan = resume_plan(cfg, out_root, s)
+            plans[plan] = plans.get(plan, 0) + 1
     import torch
 
-    results = []
-    out_root = None if args.no_save else args.out
+    threads, threads_text = ((args.threads, f"{args.threads} torch thread"
+                              + ("s" if args.threads > 1 else "") + " (--threads)")
+                             if args.threads is not None else default_threads())
+    settings = sorted({c.setting or scenarios[(repr(dataclasses.asdict(c.data)), c.seed)]
+                       .default_setting for c in configs})
+    print(f"lifelong run: {len(configs)} run{'s' if len(configs) != 1 else ''} on {benchmark} "
+          f"({', '.join(s + '-IL' for s in settings)}), "
+          f"device {resolve_device(configs[0].train.device)}, "
+          f"{threads_text}" + (f", writing to {out_root}" if out_root else ""), flush=True)
+    if plans:
+        print("resume: " + ", ".join(f"{n} {what}" for what, n in (
+            ("finished (skipped)", plans.get("finished", 0)),
+            ("interrupted (continued)", plans.get("continue", 0)),
+            ("to start", plans.get("start", 0))) if n), flush=True)
     threads_before = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     try:
         results = _run_all(configs, scenarios, out_root, args.resume)
     finally:
@@ -161,18 +267,26 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _run_all(configs: list[Any], scenarios: dict[Any, Any], out_root: str | None,
              resume: bool) -> list[dict[str, Any]]:
-    """Runs every configuration in order, printing one line per finished run."""
+    """Runs every configuration in order, printing one line per finished run. A run that
+    diverges is recorded as failed and the others go on."""
     from lifelong.train.run import execute
 
     results = []
     for i, cfg in enumerate(configs):
         key = (repr(dataclasses.asdict(cfg.data)), cfg.seed)
         res = execute(cfg, out_root, scenario=scenarios[key], resume=resume)
-        s = res["summary"][res["setting"]]
-        print(f"[{i + 1}/{len(configs)}] {cfg.method} on {cfg.benchmark} ({res['setting']}-IL, "
-              f"seed {cfg.seed}): average accuracy {100 * s['average_accuracy']:.2f}% "
-              f"in {res['timings']['total_s']:.1f}s"
-              + (f" -> {res['path']}" if "path" in res else ""), flush=True)
+        where = f" -> {res['path']}" if "path" in res else ""
+        if res.get("status") == "failed":
+            print(f"[{i + 1}/{len(configs)}] FAILED: {res['error']}{where}", flush=True)
+        else:
+            s = res["summary"][res["setting"]]
+            acc = s.get("average_accuracy")
+            acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
+            how = ("finished before, skipped" if res.get("skipped")
+                   else f"in {res['timings']['total_s']:.1f}s")
+            print(f"[{i + 1}/{len(configs)}] {cfg.method} on {cfg.benchmark} "
+                  f"({res['setting']}-IL, seed {cfg.seed}): average accuracy {acc_text} "
+                  f"{how}{where}", flush=True)
         results.append(res)
     return results
 
@@ -195,11 +309,11 @@ def cmd_list(_: argparse.Namespace) -> dict[str, Any]:
 
     print("Benchmarks (lifelong run --benchmark NAME):")
     for name in list_benchmarks():
-        spec = get_benchmark(name)
-        tag = "" if spec.needs_download else "  [embedded, no download]"
-        print(f"  {name:28s} {spec.description}{tag}")
-        if spec.defaults:
-            print("      protocol: " + " ".join(f"{k}={v}" for k, v in spec.defaults.items()))
+        bench = get_benchmark(name)
+        tag = "" if bench.needs_download else "  [embedded, no download]"
+        print(f"  {name:28s} {bench.description}{tag}")
+        if bench.defaults:
+            print("      protocol: " + " ".join(f"{k}={v}" for k, v in bench.defaults.items()))
     print("\nMethods (lifelong run --method NAME; combine with '+', e.g. dhp+ewc):")
     for name in list_methods():
         spec = get_method(name)
@@ -231,16 +345,30 @@ def main(argv: list[str] | None = None) -> Any:
     return {"run": cmd_run, "list": cmd_list, "report": cmd_report}[args.command](args)
 
 
+def failed_runs(result: Any) -> list[dict[str, Any]]:
+    """The failed runs among a ``run`` command's results."""
+    if not isinstance(result, list):
+        return []
+    return [r for r in result if isinstance(r, dict) and r.get("status") == "failed"]
+
+
 def entry_point() -> None:
-    """Console script: errors become ``lifelong: error: ...`` and exit status 2."""
+    """Console script: errors become ``lifelong: error: ...`` and exit status 2; a sweep in which
+    some run failed (diverged) exits with status 1 after the table."""
     try:
-        main()
+        result = main()
     except KeyboardInterrupt:
         print("lifelong: interrupted", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"lifelong: error: {e}", file=sys.stderr)
         sys.exit(2)
+    failed = failed_runs(result)
+    if failed:
+        print(f"lifelong: error: {len(failed)} of {len(result)} runs failed:", file=sys.stderr)
+        for run in failed:
+            print(f"  {run['error']}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

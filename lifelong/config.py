@@ -9,14 +9,17 @@ hyperparameters (``ewc.lam=1e7``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
-import tomllib
+import math
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from lifelong.data.scenarios import BenchmarkOptions, get_benchmark
 from lifelong.methods.registry import get_method, list_methods, parse_method
@@ -29,6 +32,40 @@ TOP_KEYS: dict[str, type] = {"benchmark": str, "method": str, "methods": list, "
                              "seed": int, "seeds": list}
 # a later file's ``method`` replaces an earlier ``methods`` (and ``seed`` ``seeds``), and back
 _ALTERNATIVE = {"method": "methods", "methods": "method", "seed": "seeds", "seeds": "seed"}
+# options that change neither the training nor its numbers: a run may be resumed across them
+RESUME_IGNORED = ("train.progress", "data.data_dir", "data.download")
+
+# Checks of single values, applied where the value is set so that the message names the option
+# and the value as the user wrote them (``ewc.lam must be >= 0, got -5``, not the internal -2.5).
+_Rule = tuple[typing.Callable[[Any], bool], str]
+_POSITIVE: _Rule = (lambda v: v > 0, "must be > 0")
+_NONNEGATIVE: _Rule = (lambda v: v >= 0, "must be >= 0")
+_AT_LEAST_ONE: _Rule = (lambda v: v >= 1, "must be >= 1")
+_UNIT: _Rule = (lambda v: 0 <= v <= 1, "must lie in [0, 1]")
+VALUE_RULES: dict[str, _Rule] = {
+    "train.lr": _POSITIVE, "train.momentum": _NONNEGATIVE, "train.weight_decay": _NONNEGATIVE,
+    "train.batch_size": _AT_LEAST_ONE, "train.eval_batch_size": _AT_LEAST_ONE,
+    "train.log_every": _AT_LEAST_ONE, "train.epochs": _NONNEGATIVE,
+    "train.iterations": _NONNEGATIVE, "train.betas": (lambda v: all(0 <= b < 1 for b in v),
+                                                      "must lie in [0, 1)"),
+    "model.dropout": (lambda v: 0 <= v < 1, "must lie in [0, 1)"),
+    "model.hidden": (lambda v: all(h >= 1 for h in v), "must be >= 1 each"),
+}
+# a method's hyperparameter, by field name (every method that has the field means the same)
+HPARAM_RULES: dict[str, _Rule] = {
+    "lam": (lambda v: v >= 0, "must be >= 0 (the penalty's strength)"),
+    "c": (lambda v: v >= 0, "must be >= 0 (the penalty's strength)"),
+    "xi": _POSITIVE, "gamma": _UNIT, "eta_init": _UNIT, "alpha_init_scale": _NONNEGATIVE,
+    "fisher_samples": _AT_LEAST_ONE, "samples": _AT_LEAST_ONE, "fisher_batch": _AT_LEAST_ONE,
+    "batch": _AT_LEAST_ONE,
+}
+# consolidation penalties: pointless on top of joint training, and some pairs are one penalty
+PENALTY_METHODS = ("ewc", "online-ewc", "si", "mas", "mas-local")
+_SAME_PENALTY = {
+    frozenset({"ewc", "online-ewc"}): "two forms of one Fisher penalty (online EWC keeps one "
+                                      "running Fisher instead of one per task)",
+    frozenset({"mas", "mas-local"}): "two estimates of one importance (global and local)",
+}
 
 
 @dataclass
@@ -129,9 +166,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return int(f)
     if tp is float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         return str(value)
     if tp is Any:
@@ -139,21 +179,119 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     raise ValueError(f"{key}: unsupported option type {tp}")
 
 
-def set_field(obj: Any, name: str, value: Any, key: str) -> None:
-    """Sets dataclass field ``name`` of ``obj`` to ``value`` coerced to its annotation."""
+def _shown(value: Any) -> str:
+    """A value as the user wrote it (a command-line string as is, a TOML value as Python)."""
+    return value.strip() if isinstance(value, str) else repr(value)
+
+
+def check_value(key: str, value: Any, raw: Any, method: bool = False) -> None:
+    """Raises ``ValueError`` naming ``key`` and the user's ``raw`` text if the coerced ``value``
+    breaks the option's rule (:data:`VALUE_RULES`, or :data:`HPARAM_RULES` for a method's)."""
+    name = key.split(".", 1)[1]
+    rule = HPARAM_RULES.get(name) if method else VALUE_RULES.get(key)
+    if method and name == "variant":
+        from lifelong.terms.importance import FISHER_VARIANTS
+
+        if value not in FISHER_VARIANTS:
+            raise ValueError(f"{key}: unknown Fisher variant {_shown(raw)}; valid: "
+                             f"{', '.join(FISHER_VARIANTS)}")
+    if rule is not None and value is not None and not isinstance(value, (str, bool)):
+        ok, requirement = rule
+        if not ok(value):
+            raise ValueError(f"{key} {requirement}, got {_shown(raw)}")
+
+
+def set_field(obj: Any, name: str, value: Any, key: str, method: bool = False) -> None:
+    """Sets dataclass field ``name`` of ``obj`` to ``value`` coerced to its annotation, after
+    :func:`check_value` (``method``: ``obj`` holds a method's hyperparameters)."""
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     if name not in names:
         raise ValueError(f"unknown option {key!r}; valid keys: "
                          + ", ".join(f"{key.rsplit('.', 1)[0]}.{n}" for n in names))
-    setattr(obj, name, coerce(value, hints[name], key))
+    coerced = coerce(value, hints[name], key)
+    check_value(key, coerced, value, method)
+    setattr(obj, name, coerced)
+
+
+def _unknown_section(section: str, key: str) -> ValueError:
+    valid = [*SECTIONS, *list_methods()]
+    close = difflib.get_close_matches(section, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"unknown section {section!r} in {key!r}{hint}; valid: data, model, train "
+                      f"or a method's name ({', '.join(list_methods())})")
+
+
+def normalize_method(expr: str) -> str:
+    """``"dhp + ewc"`` -> ``"dhp+ewc"``: the form used in folder names and tables."""
+    return "+".join(part.strip() for part in str(expr).split("+"))
+
+
+def check_composition(expr: str) -> None:
+    """Refuses compositions that are no-ops or contradictions, saying why.
+
+    * ``finetune`` is plain training, the empty recipe: ``finetune+X`` is ``X`` (and
+      ``finetune+joint`` contradicts itself);
+    * ``joint`` trains on every task's data, so there is nothing to forget: a consolidation
+      penalty (``joint+ewc``) only holds the upper bound back;
+    * ``ewc+online-ewc`` and ``mas+mas-local`` are the same penalty twice.
+
+    ``dhp+X`` (DHP-Softmax with X's penalty), ``joint+dhp`` (DHP's upper bound) and pairs of
+    different penalties (``ewc+si``: the sum of both) are meaningful and allowed.
+    """
+    parts = [p.strip() for p in expr.split("+")]
+    if len(parts) < 2:
+        return
+    rest = "+".join(p for p in parts if p != "finetune")
+    if "finetune" in parts and "joint" in parts:
+        raise ValueError(f"method {expr!r} contradicts itself: 'finetune' trains on each new "
+                         "task's data only, 'joint' on the data of every task so far; compare "
+                         "them as two methods (-m finetune joint)")
+    if "finetune" in parts:
+        raise ValueError(f"method {expr!r}: 'finetune' is plain training and adds nothing to "
+                         f"{rest!r}; run {rest!r}")
+    penalties = [p for p in parts if p in PENALTY_METHODS]
+    if "joint" in parts and penalties:
+        raise ValueError(f"method {expr!r}: 'joint' trains on the data of every task so far, so "
+                         f"there is nothing to forget and the penalty of {penalties[0]!r} only "
+                         f"holds it back; compare them as two methods (-m joint {penalties[0]})")
+    for pair, why in _SAME_PENALTY.items():
+        if pair <= set(parts):
+            a, b = sorted(pair)
+            raise ValueError(f"method {expr!r}: {a!r} and {b!r} are {why}; use one of them")
+
+
+def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a ``RunConfig.to_dict()``) without :data:`RESUME_IGNORED` options."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for key in RESUME_IGNORED:
+        section, name = key.split(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(name, None)
+    return out
+
+
+def config_difference(mine: dict[str, Any], theirs: dict[str, Any]) -> str | None:
+    """The first option in which two configurations differ (``train.lr: 0.5, not 0.01``), or
+    ``None``; options of :data:`RESUME_IGNORED` do not count."""
+    a, b = comparable_config(mine), comparable_config(theirs)
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            for name in sorted(set(x) | set(y)):
+                if x.get(name) != y.get(name):
+                    return f"{key}.{name} is {y.get(name)!r} there, {x.get(name)!r} here"
+        elif x != y:
+            return f"{key} is {y!r} there, {x!r} here"
+    return None
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], strict_methods: bool = True) -> None:
     """Applies dotted overrides to ``cfg`` in place.
 
     A ``<method>.<field>`` key for a method that is registered but not part of ``cfg.method`` is
-    ignored when ``strict_methods`` is false (one override list serves several methods).
+    checked (name and value) and then ignored when ``strict_methods`` is false (one override list
+    serves several methods).
     """
     for key, value in overrides.items():
         if key in ("benchmark", "method", "setting", "seed"):
@@ -173,15 +311,18 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], strict_methods: b
         if section in SECTIONS:
             set_field(getattr(cfg, section), name, value, key)
             continue
-        spec = get_method(section)  # raises with the valid names
+        if section not in list_methods():
+            raise _unknown_section(section, key)
+        spec = get_method(section)
         if spec.hparams is None:
             raise ValueError(f"method {section!r} has no hyperparameters (got {key!r})")
         if section not in cfg.hparams:
             if strict_methods:
                 raise ValueError(f"override {key!r} is for method {section!r}, which is not part "
                                  f"of {cfg.method!r}")
+            set_field(spec.default_hparams(), name, value, key, method=True)  # a typo still fails
             continue
-        set_field(cfg.hparams[section], name, value, key)
+        set_field(cfg.hparams[section], name, value, key, method=True)
 
 
 def flatten_toml(doc: dict[str, Any], where: str = "config file"
@@ -257,10 +398,17 @@ def load_configs(paths: Sequence[str | Path]) -> tuple[dict[str, Any], dict[str,
 
 def make_config(benchmark: str, method: str, seed: int = 0, setting: str | None = None,
                 overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Resolves a run's configuration: defaults, benchmark protocol, then ``overrides``."""
+    """Resolves a run's configuration: defaults, benchmark protocol, then ``overrides``.
+
+    The method expression is normalised (``"dhp + ewc"`` -> ``"dhp+ewc"``) and checked
+    (:func:`check_composition`); every value is checked where it is set (:func:`check_value`).
+    """
     spec = get_benchmark(benchmark)
+    method = normalize_method(method)
+    parts = parse_method(method)
+    check_composition(method)
     cfg = RunConfig(benchmark=benchmark, method=method, seed=seed, setting=setting)
-    for part in parse_method(method):
+    for part in parts:
         cfg.hparams[part.name] = part.default_hparams()
     apply_overrides(cfg, dict(spec.defaults), strict_methods=False)
     apply_overrides(cfg, overrides or {}, strict_methods=False)
@@ -268,4 +416,7 @@ def make_config(benchmark: str, method: str, seed: int = 0, setting: str | None 
         cfg.setting = setting
     cfg.data.validate()
     cfg.train.validate()
+    for hp in cfg.hparams.values():
+        if hp is not None and callable(getattr(hp, "validate", None)):
+            hp.validate()
     return cfg

@@ -704,10 +704,19 @@ def _describe_dir(spec: DatasetSpec, directory: Path) -> str:
     if not directory.is_dir():
         return "does not exist"
     have = [f.filename for f in spec.files if (directory / f.filename).is_file()]
+    if _gunzipped(spec, [directory]):
+        return "holds the files gunzipped; lifelong reads them gzipped (*.gz)"
     if not have:
         return "no dataset files"
     lacking = [f.filename for f in spec.files if f.filename not in have]
     return f"incomplete, missing {', '.join(lacking)}"
+
+
+def _gunzipped(spec: DatasetSpec, dirs: list[Path]) -> list[Path]:
+    """Uncompressed copies (``train-images-idx3-ubyte``) of expected ``.gz`` files, found."""
+    return [d / f.filename[:-3] for d in dirs for f in spec.files
+            if f.filename.endswith(".gz") and not (d / f.filename).is_file()
+            and (d / f.filename[:-3]).is_file()]
 
 
 def _not_found_message(spec: DatasetSpec, dirs: list[Path], target: Path) -> str:
@@ -723,6 +732,11 @@ def _not_found_message(spec: DatasetSpec, dirs: list[Path], target: Path) -> str
         + " in one of these directories (searched in this order):"
     ]
     lines += [f"  {str(d):<{width}}  ({_describe_dir(spec, d)})" for d in dirs]
+    unzipped = _gunzipped(spec, dirs)
+    if unzipped:
+        lines += [f"Found {unzipped[0]} uncompressed where {unzipped[0].name}.gz is expected: "
+                  f"lifelong reads the gzipped IDX files (their md5 is checked); compress them "
+                  f"again with 'gzip {unzipped[0].parent}/*-ubyte', or download them."]
     lines += [
         "Provide them in one of these ways:",
         f"  - pass data_dir=DIR (CLI: --data-dir DIR) with the files in DIR/{spec.name}/;",

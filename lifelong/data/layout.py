@@ -43,7 +43,7 @@ class Layout:
     lut: Tensor
 
     @classmethod
-    def for_scenario(cls, scenario: Scenario, setting: str) -> "Layout":
+    def for_scenario(cls, scenario: Scenario, setting: str) -> Layout:
         """Builds the layout of ``scenario`` under ``setting``, or explains why it cannot."""
         if setting not in SETTINGS:
             raise ValueError(f"unknown setting {setting!r}; valid settings: {', '.join(SETTINGS)}")

@@ -79,7 +79,8 @@ class Scenario:
         class_names: Name of each dataset label.
         settings: The settings this scenario supports.
         default_setting: The setting used when none is asked for.
-        info: What was drawn at build time (class order, angles, keep fractions ...), for the record.
+        info: What was drawn at build time (class order, angles, keep fractions ...), for the
+            record.
     """
 
     name: str
@@ -109,7 +110,8 @@ class BenchmarkOptions:
     Attributes:
         n_tasks: Number of tasks; ``None`` keeps the benchmark's own default.
         normalize: Standardise inputs with the training set's per-channel mean and std. The DHP
-            protocol (Thangarasa et al.) uses raw pixels in [0, 1] (``False``); many others normalise.
+            protocol (Thangarasa et al.) uses raw pixels in [0, 1] (``False``); many others
+            normalise.
         class_order: ``"natural"`` (0/1, 2/3, ...) or ``"random"`` (drawn once from the seed); split
             benchmarks only.
         train_fraction: Keep this fraction of every task's training set (stratified, drawn from
@@ -265,7 +267,8 @@ def split_scenario(
         raise ValueError(
             f"{name}: {ds.num_classes} classes cannot be split evenly into {n_tasks} tasks; "
             "choose data.n_tasks among the divisors of "
-            f"{ds.num_classes}: {[d for d in range(1, ds.num_classes + 1) if ds.num_classes % d == 0]}"
+            f"{ds.num_classes}: "
+            f"{[d for d in range(1, ds.num_classes + 1) if ds.num_classes % d == 0]}"
         )
     if options.class_order == "random":
         order = torch.randperm(ds.num_classes, generator=gen)
@@ -333,7 +336,8 @@ def permuted_scenario(
         if imbalanced:
             lo, hi = options.imbalance_low, options.imbalance_high
             frac = lo + (hi - lo) * torch.rand(ds.num_classes, generator=gen, dtype=torch.float64)
-            keep = torch.rand(tr.shape[0], generator=gen, dtype=torch.float64) < frac[ds.train_y[tr]]
+            draw = torch.rand(tr.shape[0], generator=gen, dtype=torch.float64)
+            keep = draw < frac[ds.train_y[tr]]
             tr = tr[keep]
             fractions.append([round(float(f), 4) for f in frac])
         tasks.append(

@@ -1,13 +1,13 @@
 """Synaptic consolidation recipes: EWC, online EWC, SI, MAS and MAS-local.
 
 Each is one :class:`~lifelong.terms.penalty.QuadraticPenalty` term with its own importance
-estimator (DESIGN.md, principle 3): no output layer, no data regime, no freezing rule, so each composes
-with any other recipe (``dhp+ewc``, ``ewc+si`` ...). The defaults are tuned for the protocol that
-``lifelong run -b split-mnist -m <method>`` runs (the DHP SplitMNIST protocol: multi-head MLP
-784-256-256, plain SGD lr 0.01, batch 64, 10 epochs per task, raw pixels). The right strength
-differs by orders of magnitude between protocols; ``configs/<protocol>/<method>.toml``
-holds the reference value for each (e.g. EWC ``lam = 1e7`` on the three-scenarios SplitMNIST
-protocol of van de Ven & Tolias 2019).
+estimator (DESIGN.md, principle 3): no output layer, no data regime, no freezing rule, so each
+composes with any other recipe (``dhp+ewc``, ``ewc+si`` ...). The defaults are tuned for the
+protocol that ``lifelong run -b split-mnist -m <method>`` runs (the DHP SplitMNIST protocol:
+multi-head MLP 784-256-256, plain SGD lr 0.01, batch 64, 10 epochs per task, raw pixels). The
+right strength differs by orders of magnitude between protocols;
+``configs/<protocol>/<method>.toml`` holds the reference value for each (e.g. EWC
+``lam = 1e7`` on the three-scenarios SplitMNIST protocol of van de Ven & Tolias 2019).
 
 Strength conventions (see :mod:`lifelong.terms.penalty`): EWC and online EWC add
 ``(lam / 2) sum F (theta - theta*)^2`` (the paper's and van de Ven & Tolias' lambda); SI adds

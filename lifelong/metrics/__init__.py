@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -157,7 +158,7 @@ class AccuracyMatrix:
         return matrix_to_list(self._matrix)
 
     @classmethod
-    def from_matrix(cls, R: Any) -> "AccuracyMatrix":
+    def from_matrix(cls, R: Any) -> AccuracyMatrix:
         """Build an accumulator from an existing ``T x T`` matrix (lists with ``None`` work).
 
         Raises:

@@ -9,10 +9,18 @@ Typical use::
 
 from __future__ import annotations
 
-from lifelong.report.plots import plot_accuracy_matrix, plot_average_accuracy, write_report
+from lifelong.report.plots import (
+    plot_accuracy_matrix,
+    plot_average_accuracy,
+    plot_losses,
+    write_report,
+    zoom_limits,
+)
 from lifelong.report.runs import (
     RESULT_FILE,
     RUN_FORMAT,
+    is_failed,
+    is_unfinished,
     load_runs,
     run_matrix,
     run_settings,
@@ -28,12 +36,16 @@ __all__ = [
     "SeedResult",
     "format_table",
     "group_runs",
+    "is_failed",
+    "is_unfinished",
     "load_runs",
     "plot_accuracy_matrix",
     "plot_average_accuracy",
+    "plot_losses",
     "run_matrix",
     "run_settings",
     "summarize",
     "validate_run",
     "write_report",
+    "zoom_limits",
 ]

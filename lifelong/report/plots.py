@@ -7,23 +7,41 @@ backend is selected and nothing touches ``pyplot`` state.
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lifelong.metrics import as_accuracy_matrix, average_accuracy_curve
 from lifelong.report._files import atomic_write_bytes, atomic_write_text, slugify
-from lifelong.report.runs import run_matrix
+from lifelong.report.runs import is_failed, run_matrix
 from lifelong.report.summary import format_table, group_runs, summarize
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_accuracy_matrix", "plot_average_accuracy", "write_report"]
+__all__ = ["plot_accuracy_matrix", "plot_average_accuracy", "plot_losses", "write_report",
+           "zoom_limits"]
 
 
-def _save_png(figure: "Figure", path: str | Path) -> Path:
+def zoom_limits(values: Any, step: float = 5.0, floor: float = 0.0, ceiling: float = 100.0
+                ) -> tuple[float, float]:
+    """Y limits (percent) around the finite ``values``: a margin, rounded out to ``step``, within
+    ``[floor, ceiling]``; the whole range when there is no finite value."""
+    array = np.asarray(values, dtype=np.float64)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return floor, ceiling
+    low, high = float(finite.min()), float(finite.max())
+    margin = max(1.0, 0.1 * (high - low))
+    lo = max(floor, step * math.floor((low - margin) / step))
+    hi = min(ceiling, step * math.ceil((high + margin) / step))
+    return lo, hi
+
+
+def _save_png(figure: Figure, path: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(figure)
@@ -133,20 +151,54 @@ def plot_average_accuracy(
         raise ValueError("runs_by_method is empty: give at least one method with its runs")
     figure = Figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
     axes = figure.add_subplot()
+    shown: list[np.ndarray] = []
     for label, entries in runs_by_method.items():
         stack = _curve_stack(entries, setting, label)
         stages = np.arange(1, stack.shape[1] + 1)
         mean = stack.mean(axis=0)
         line = axes.plot(stages, mean, marker="o", markersize=3,
                          label=f"{label} (n={stack.shape[0]})")[0]
+        shown.append(mean)
         if stack.shape[0] > 1:
             std = stack.std(axis=0, ddof=1)
             axes.fill_between(stages, mean - std, mean + std, color=line.get_color(),
                               alpha=0.2, linewidth=0)
+            shown += [mean - std, mean + std]
     axes.set_xlabel("tasks trained")
     axes.set_ylabel("average accuracy (%)")
-    axes.set_ylim(0.0, 100.0)
+    axes.set_ylim(*zoom_limits(np.concatenate(shown)))  # zoomed to the data
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    axes.set_title(title)
+    return _save_png(figure, path)
+
+
+def plot_losses(losses: Mapping[str, Sequence[Sequence[Any]]], path: str | Path, title: str
+                ) -> Path:
+    """A run's logged loss curves (``term -> [[step, mean loss], ...]``), one line per term,
+    on a log scale when every value is positive; missing (``null``) points are skipped.
+
+    Raises:
+        ValueError: If no term has a point.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    values: list[float] = []
+    for name, points in losses.items():
+        kept = [(p[0], p[1]) for p in points if p[1] is not None and math.isfinite(p[1])]
+        if kept:
+            steps, ys = zip(*kept)
+            axes.plot(steps, ys, linewidth=1.2, label=name)
+            values += ys
+    if not values:
+        raise ValueError(f"no loss values to plot for {title!r}")
+    if min(values) > 0:
+        axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("mean loss over the logged interval")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     axes.set_title(title)
@@ -171,7 +223,9 @@ def write_report(runs: Iterable[Mapping[str, Any]], out_dir: str | Path) -> list
       the mean accuracy matrix over seeds for each group (the suffix marks runs evaluated in a
       setting other than the one they were trained for);
     - ``average-accuracy_<benchmark>_<setting>.png``: average accuracy after each task, one line
-      per method (mean ± std over seeds);
+      per method (mean ± std over seeds), the y axis zoomed to the data;
+    - ``loss-curve_<benchmark>_<setting>_<method>_seed<k>.png``: each run's logged loss per term
+      (failed runs too: their curves show the divergence coming);
     - ``table.md`` (GitHub markdown) and ``table.txt`` (plain text) from :func:`summarize`.
 
     Args:
@@ -194,7 +248,10 @@ def write_report(runs: Iterable[Mapping[str, Any]], out_dir: str | Path) -> list
     used: set[str] = set()
     written: list[Path] = []
     curves: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
-    for (benchmark, setting, method, trained), results in groups.items():
+    for (benchmark, setting, method, trained), group in groups.items():
+        results = [result for result in group if not is_failed(result.run)]
+        if not results:  # every seed diverged: the table says so, there is no matrix to show
+            continue
         suffix = "" if trained == setting else f"_trained-{slugify(trained)}"
         stem = f"accuracy-matrix_{slugify(benchmark)}_{slugify(setting)}_{slugify(method)}{suffix}"
         mean_matrix = np.mean(np.stack([result.matrix for result in results]), axis=0)
@@ -212,6 +269,14 @@ def write_report(runs: Iterable[Mapping[str, Any]], out_dir: str | Path) -> list
         stem = _unique(f"average-accuracy_{slugify(benchmark)}_{slugify(setting)}", used)
         written.append(plot_average_accuracy(by_method, out / f"{stem}.png",
                                              f"{benchmark} · {setting}: average accuracy"))
+    for run in runs:
+        if any(p[1] is not None for points in (run.get("losses") or {}).values() for p in points):
+            stem = _unique(f"loss-curve_{slugify(run['benchmark'])}_{slugify(run['setting'])}_"
+                           f"{slugify(run['method'])}_seed{run['seed']}", used)
+            state = " (failed)" if is_failed(run) else ""
+            written.append(plot_losses(run["losses"], out / f"{stem}.png",
+                                       f"{run['benchmark']} · {run['setting']} · {run['method']}"
+                                       f" · seed {run['seed']}{state}: loss"))
     written.append(atomic_write_text(out / "table.md", format_table(rows, fmt="markdown")))
     written.append(atomic_write_text(out / "table.txt", format_table(rows, fmt="text")))
     return written

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
 from lifelong.metrics import as_accuracy_matrix
 
-__all__ = ["RESULT_FILE", "RUN_FORMAT", "load_runs", "run_matrix", "run_settings", "validate_run"]
+__all__ = ["RESULT_FILE", "RUN_FORMAT", "is_failed", "is_unfinished", "load_runs", "run_matrix",
+           "run_settings", "validate_run"]
 
 RESULT_FILE = "result.json"
 RUN_FORMAT = "lifelong.run/1"
@@ -23,6 +25,11 @@ def _describe(run: Mapping[str, Any]) -> str:
         return str(path)
     fields = ", ".join(f"{key}={run.get(key)!r}" for key in ("benchmark", "method", "seed"))
     return f"run ({fields})"
+
+
+def is_failed(run: Mapping[str, Any]) -> bool:
+    """Whether the run stopped early (its loss diverged): ``"status": "failed"``."""
+    return run.get("status") == "failed"
 
 
 def run_settings(run: Mapping[str, Any]) -> list[str]:
@@ -78,6 +85,11 @@ def validate_run(run: Any, source: str | None = None) -> None:
     for key in ("benchmark", "method", "setting"):
         if not isinstance(run.get(key), str) or not run[key]:
             fail(f"{key!r} must be a non-empty string, got {run.get(key)!r}")
+    status = run.get("status", "finished")
+    if status not in ("finished", "failed"):
+        fail(f"'status' must be 'finished' or 'failed', got {status!r}")
+    if status == "failed" and not isinstance(run.get("error"), str):
+        fail("a failed run needs its 'error' message")
     seed = run.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         fail(f"'seed' must be an integer, got {seed!r}")
@@ -123,13 +135,25 @@ def _read_run(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ValueError(f"{path}: cannot read run result: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: malformed {RUN_FORMAT} result: not UTF-8 text "
+                         f"({error.reason} at byte {error.start}); delete the run folder, or run "
+                         "it again") from None
     try:
         run = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: malformed {RUN_FORMAT} result: invalid JSON ({error})") from error
+        raise ValueError(
+            f"{path}: malformed {RUN_FORMAT} result: invalid JSON ({error})") from error
     validate_run(run, source=str(path))
     run[PATH_KEY] = str(path)
     return run
+
+
+def is_unfinished(name: str) -> bool:
+    """Whether a folder or file name is a run in progress or a leftover, not a finished run:
+    ``<run>.partial``, ``<run>.old-<pid>`` (a replaced run being removed) or a hidden temporary
+    name (``.result.json.tmp-<pid>``)."""
+    return name.endswith(".partial") or ".old-" in name or name.startswith(".")
 
 
 def _result_files(path: Path) -> list[Path]:
@@ -138,7 +162,9 @@ def _result_files(path: Path) -> list[Path]:
     direct = path / RESULT_FILE
     if direct.is_file():
         return [direct]
-    return sorted(candidate for candidate in path.rglob(RESULT_FILE) if candidate.is_file())
+    return sorted(candidate for candidate in path.rglob(RESULT_FILE) if candidate.is_file()
+                  and not any(is_unfinished(part)
+                              for part in candidate.relative_to(path).parts[:-1]))
 
 
 def load_runs(paths: Iterable[str | Path] | str | Path) -> list[dict[str, Any]]:
@@ -146,7 +172,8 @@ def load_runs(paths: Iterable[str | Path] | str | Path) -> list[dict[str, Any]]:
 
     Each path may be a run folder (holding ``result.json``), a ``result.json`` file itself, or
     any directory, which is searched recursively for ``result.json`` (folders without one are
-    skipped). Files found twice are loaded once.
+    skipped, and so are runs in progress, ``<run>.partial``, and the leftovers of an interrupted
+    write, ``<run>.old-<pid>`` and hidden temporary names). Files found twice are loaded once.
 
     Args:
         paths: Paths to load from (a single path is accepted too).
@@ -175,5 +202,9 @@ def load_runs(paths: Iterable[str | Path] | str | Path) -> list[dict[str, Any]]:
                 files.append(candidate)
     if not files:
         looked = ", ".join(str(root) for root in roots)
-        raise ValueError(f"no {RESULT_FILE} found (searched recursively in: {looked})")
+        unfinished = sum(1 for root in roots if root.is_dir()
+                         for p in root.rglob("*.partial") if p.is_dir())
+        hint = (f"; {unfinished} unfinished run{'s' if unfinished > 1 else ''} (*.partial) "
+                "ignored: 'lifelong run ... --resume' finishes them" if unfinished else "")
+        raise ValueError(f"no {RESULT_FILE} found (searched recursively in: {looked}){hint}")
     return [_read_run(path) for path in files]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
-from lifelong.report.runs import run_matrix, run_settings, validate_run
+from lifelong.report.runs import is_failed, run_matrix, run_settings, validate_run
 
 __all__ = ["GroupKey", "Row", "SeedResult", "format_table", "group_runs", "summarize"]
 
@@ -37,8 +38,9 @@ def group_runs(runs: Iterable[Mapping[str, Any]]) -> dict[GroupKey, list[SeedRes
         runs: Runs as returned by :func:`lifelong.report.load_runs`.
 
     Returns:
-        Groups in a stable order (benchmark, setting, method; runs trained for the evaluated
-        setting first), each with its seed results sorted by seed.
+        Groups in a stable order: per benchmark, the rows of runs evaluated in the setting they
+        were trained for first (by setting, then method), then the rows of other evaluated
+        settings; each group with its seed results sorted by seed.
 
     Raises:
         ValueError: On a malformed run, a seed that appears twice in one group, or matrices of
@@ -53,7 +55,7 @@ def group_runs(runs: Iterable[Mapping[str, Any]]) -> dict[GroupKey, list[SeedRes
                 SeedResult(seed=run["seed"], matrix=run_matrix(run, setting), run=run)
             )
     ordered: dict[GroupKey, list[SeedResult]] = {}
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3] != k[1], k[3])):
+    for key in sorted(groups, key=lambda k: (k[0], k[3] != k[1], k[1], k[2], k[3])):
         results = sorted(groups[key], key=lambda result: result.seed)
         for first, second in zip(results, results[1:]):
             if first.seed == second.seed:
@@ -79,7 +81,9 @@ class Row:
 
     Accuracy, forgetting, BWT and FWT are in percent (points); ``*_std`` is the sample standard
     deviation over seeds (``ddof=1``), 0 for a single seed. Metrics: ACC, BWT, FWT from
-    Lopez-Paz & Ranzato 2017 (GEM); forgetting from Chaudhry et al. 2018 (RWalk).
+    Lopez-Paz & Ranzato 2017 (GEM); forgetting from Chaudhry et al. 2018 (RWalk). Runs that
+    failed (diverged) are listed in ``failed_seeds`` and left out of the metrics (all NaN when
+    every run of the group failed); ``num_seeds`` and ``seeds`` count the finished runs.
     """
 
     benchmark: str
@@ -97,6 +101,7 @@ class Row:
     bwt_std: float = math.nan
     fwt_mean: float | None = None
     fwt_std: float | None = None
+    failed_seeds: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (JSON-friendly apart from NaN floats)."""
@@ -145,7 +150,14 @@ def summarize(runs: Iterable[Mapping[str, Any]]) -> list[Row]:
         ValueError: As :func:`group_runs`.
     """
     rows = []
-    for (benchmark, setting, method, trained), results in group_runs(runs).items():
+    for (benchmark, setting, method, trained), group in group_runs(runs).items():
+        failed = [r.seed for r in group if is_failed(r.run)]
+        results = [r for r in group if not is_failed(r.run)]
+        if not results:
+            rows.append(Row(benchmark=benchmark, setting=setting, method=method, trained=trained,
+                            num_tasks=int(group[0].matrix.shape[0]), num_seeds=0,
+                            failed_seeds=failed))
+            continue
         avg = _mean_std([average_accuracy(r.matrix) for r in results])
         fgt = _mean_std([forgetting(r.matrix) for r in results])
         bwt = _mean_std([backward_transfer(r.matrix) for r in results])
@@ -168,23 +180,35 @@ def summarize(runs: Iterable[Mapping[str, Any]]) -> list[Row]:
                 bwt_std=bwt[1],
                 fwt_mean=fwt[0],
                 fwt_std=fwt[1],
+                failed_seeds=failed,
             )
         )
     return rows
 
 
-def _cell(mean: float | None, std: float | None) -> str:
+def _cell(mean: float | None, std: float | None, row: Row) -> str:
+    if row.num_seeds == 0 and row.failed_seeds:
+        return "failed"
     if mean is None or std is None or math.isnan(mean):
         return "n/a"
-    return f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.2f}" if row.num_seeds == 1 else f"{mean:.2f} ± {std:.2f}"
+
+
+def _seeds_cell(row: Row) -> str:
+    if not row.failed_seeds:
+        return str(row.num_seeds)
+    failed = f"{len(row.failed_seeds)} failed"
+    return failed if row.num_seeds == 0 else f"{row.num_seeds} + {failed}"
 
 
 def format_table(rows: Sequence[Row], fmt: Literal["text", "markdown"] = "text") -> str:
     """Render rows as an aligned plain-text table or a GitHub markdown table.
 
     Columns: benchmark, setting, method, trained, seeds, avg acc (%), forgetting (%), BWT (%),
-    and FWT (%) when any row has it; metric cells read ``mean ± std`` with two decimals (``n/a``
-    where undefined, e.g. forgetting with one task).
+    and FWT (%) when any row has it; metric cells read ``mean ± std`` with two decimals (the
+    mean alone for one seed; ``n/a`` where undefined, e.g. forgetting with one task; ``failed``
+    when every run of the row diverged). The seeds cell counts failed runs apart
+    (``2 + 1 failed``). Rows come in :func:`group_runs`' order: the trained setting's first.
 
     Args:
         rows: Rows from :func:`summarize`.
@@ -204,12 +228,12 @@ def format_table(rows: Sequence[Row], fmt: Literal["text", "markdown"] = "text")
     numeric = [False, False, False, False, True, True, True, True] + ([True] if with_fwt else [])
     body = []
     for row in rows:
-        cells = [row.benchmark, row.setting, row.method, row.trained, str(row.num_seeds),
-                 _cell(row.avg_acc_mean, row.avg_acc_std),
-                 _cell(row.forgetting_mean, row.forgetting_std),
-                 _cell(row.bwt_mean, row.bwt_std)]
+        cells = [row.benchmark, row.setting, row.method, row.trained, _seeds_cell(row),
+                 _cell(row.avg_acc_mean, row.avg_acc_std, row),
+                 _cell(row.forgetting_mean, row.forgetting_std, row),
+                 _cell(row.bwt_mean, row.bwt_std, row)]
         if with_fwt:
-            cells.append(_cell(row.fwt_mean, row.fwt_std))
+            cells.append(_cell(row.fwt_mean, row.fwt_std, row))
         body.append(cells)
     if fmt == "markdown":
         body = [[cell.replace("|", "\\|") for cell in cells] for cells in body]

@@ -27,6 +27,29 @@ from lifelong.terms.base import Batch, CrossEntropy, Term
 OPTIMIZERS = ("sgd", "adam")
 
 
+class DivergenceError(ValueError):
+    """A loss term became NaN or infinite: training diverged and was stopped at that step.
+
+    Attributes:
+        task: Index of the task being trained (0-based).
+        step: Step within that task (1-based) at which the loss was not finite.
+        term: Name of the loss term (``ce``, ``ewc`` ...), or ``parameters`` when a parameter
+            became non-finite at the task's last step (the losses were still finite).
+        value: The non-finite value.
+        result: What the run had finished before (accuracy rows of earlier tasks, loss curves,
+            timings), for a failed run's record.
+    """
+
+    def __init__(self, task: int, n_tasks: int, step: int, term: str, value: float,
+                 hint: str, result: FitResult | None = None, subject: str | None = None) -> None:
+        subject = subject or f"the {term!r} loss"
+        super().__init__(
+            f"{subject} is {value} at step {step} of task {task + 1}/{n_tasks}: training "
+            f"diverged; the learning rate ({hint}) or a penalty's strength is likely too large")
+        self.task, self.step, self.term, self.value = task, step, term, value
+        self.result = result
+
+
 @dataclass
 class TrainConfig:
     """Optimisation options (``train.*`` on the command line).
@@ -158,7 +181,9 @@ class TrainContext:
         """
         if self.train_x is None or self.train_y is None:
             raise RuntimeError("task_batches() is only available while a task is trained")
-        n = self.train_x.shape[0] if max_samples is None else min(max_samples, self.train_x.shape[0])
+        n = self.train_x.shape[0]
+        if max_samples is not None:
+            n = min(max_samples, n)
         targets = self.layout.targets(self.task_id, self.train_y.cpu()).to(self.device)
         for i in range(0, n, batch_size):
             j = min(i + batch_size, n)
@@ -357,7 +382,7 @@ def fit(
         n = data.x.shape[0]
         bs = config.batch_size
         n_steps = config.iterations if config.iterations > 0 else config.epochs * math.ceil(n / bs)
-        sums = {term.name: torch.zeros((), device=device) for term in terms}
+        sums = {term.name: 0.0 for term in terms}
         count = 0
         bar = tqdm(total=n_steps, desc=f"{desc} task {t + 1}/{n_tasks}".strip(), leave=False,
                    disable=_progress_disabled(config.progress), dynamic_ncols=True)
@@ -384,6 +409,13 @@ def fit(
             for term in terms:
                 term.on_after_backward(ctx)
             penalty_loss = _sum_losses(penalty_terms, ctx, batch, values)
+            # stop at the first NaN or infinite loss (one scalar read per term and step)
+            step_values = [(name, float(v.detach())) for name, v in values]
+            if not math.isfinite(sum(x for _, x in step_values)):
+                name, x = next((n, x) for n, x in step_values if not math.isfinite(x))
+                bar.close()
+                raise DivergenceError(t, n_tasks, ctx.task_step + 1, name, x,
+                                      f"train.lr={config.lr:g}", result)
             if penalty_loss is not None and penalty_loss.requires_grad:
                 penalty_loss.backward()
             optimizer.step()
@@ -391,16 +423,21 @@ def fit(
             ctx.task_step += 1
             for term in terms:
                 term.on_after_step(ctx)
-            for name, v in values:
-                sums[name] += v.detach()
+            for name, x in step_values:
+                sums[name] += x
             count += 1
             if count == config.log_every or ctx.task_step == n_steps:
                 for name in sums:
-                    losses[name].append([ctx.step, float(sums[name]) / count])
-                    sums[name].zero_()
+                    losses[name].append([ctx.step, sums[name] / count])
+                    sums[name] = 0.0
                 count = 0
             bar.update(1)
         bar.close()
+        bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())),
+                   None)
+        if bad is not None:  # the last step of the task diverged: stop before its importance
+            raise DivergenceError(t, n_tasks, ctx.task_step, "parameters", math.nan,
+                                  f"train.lr={config.lr:g}", result, f"parameter {bad!r}")
         for term in terms:
             term.on_task_end(ctx)
         timings["train_s"] += time.perf_counter() - t_start

@@ -191,9 +191,26 @@ def test_override_for_an_unknown_method_errors() -> None:
     with pytest.raises(ValueError) as err:
         make_config("synthetic", "finetune", overrides={"ewcc.lam": "5"})
     msg = str(err.value)
-    assert "unknown method 'ewcc'" in msg
+    assert msg.startswith("unknown section 'ewcc' in 'ewcc.lam' (did you mean 'ewc'?); valid: "
+                          "data, model, train or a method's name (")
     for name in list_methods():
         assert name in msg
+
+
+def test_override_for_a_method_not_in_the_run_is_still_checked(toy_method: str) -> None:
+    with pytest.raises(ValueError, match=r"^unknown option 'toy\.lamda'; valid keys: toy\.lam"):
+        make_config("synthetic", "finetune", overrides={"toy.lamda": "5"})
+    with pytest.raises(ValueError, match=r"^toy\.lam must be >= 0 \(the penalty's strength\), "
+                                         r"got -5$"):
+        make_config("synthetic", "finetune", overrides={"toy.lam": "-5"})
+
+
+def test_values_are_checked_as_written() -> None:
+    with pytest.raises(ValueError, match=r"^ewc\.lam must be >= 0 \(the penalty's strength\), "
+                                         r"got -5\.0$"):
+        make_config("synthetic", "ewc", overrides={"ewc.lam": -5.0})  # a TOML value
+    with pytest.raises(ValueError, match=r"^train\.lr: expected a finite number, got nan$"):
+        make_config("synthetic", "finetune", overrides={"train.lr": float("nan")})
 
 
 def test_override_for_a_method_without_hyperparameters_errors() -> None:

@@ -33,7 +33,8 @@ def tiny_scenario(n_tasks: int = 3, seed: int = 0) -> Scenario:
     for t in range(n_tasks):
         means = 2.0 * torch.randn(2, 8, generator=g)
 
-        def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def draw(n: int, means: torch.Tensor = means, t: int = t
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
             local = torch.arange(2).repeat(n // 2)
             x = means[local] + 0.7 * torch.randn(n, 8, generator=g)
             return x.view(n, 1, 2, 4), local + 2 * t
@@ -160,7 +161,7 @@ def test_memory_of_ewc_grows_with_tasks_and_online_methods_stay_constant() -> No
     for method in METHODS:
         sizes[method] = []
         _run(method, n_tasks=3,
-             on_task=lambda m, r: sizes[method].append(r.terms[0].state_bytes()))
+             on_task=lambda m, r, out=sizes[method]: out.append(r.terms[0].state_bytes()))
     ewc = sizes["ewc"]
     assert ewc[1] == 2 * ewc[0] and ewc[2] == 3 * ewc[0]  # one (F, theta*) pair per task
     for method in ("online-ewc", "si", "mas", "mas-local"):

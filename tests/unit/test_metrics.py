@@ -93,7 +93,7 @@ def test_missing_needed_entries_propagate_nan() -> None:
 def _loop_reference(R: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Direct transcription of the paper formulas with Python loops."""
     T = R.shape[0]
-    fgt = sum(max(R[l, j] for l in range(j, T - 1)) - R[T - 1, j] for j in range(T - 1)) / (T - 1)
+    fgt = sum(max(R[i, j] for i in range(j, T - 1)) - R[T - 1, j] for j in range(T - 1)) / (T - 1)
     bwt = sum(R[T - 1, j] - R[j, j] for j in range(T - 1)) / (T - 1)
     fwt = sum(R[j - 1, j] - b[j] for j in range(1, T)) / (T - 1)
     curve = [sum(R[i, j] for j in range(i + 1)) / (i + 1) for i in range(T)]

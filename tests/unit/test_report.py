@@ -141,12 +141,12 @@ def test_load_runs_malformed_file_is_named(tmp_path: Path, content: str, pattern
 def test_summarize_mean_and_sample_std(runs_dir: Path) -> None:
     rows = summarize(load_runs([runs_dir]))
     keys = [(r.benchmark, r.setting, r.method, r.trained) for r in rows]
-    assert keys == [
-        ("split-mnist", "class", "ewc", "task"),
+    assert keys == [  # the rows of the trained setting first
         ("split-mnist", "class", "si", "class"),
         ("split-mnist", "task", "ewc", "task"),
+        ("split-mnist", "class", "ewc", "task"),
     ]
-    ewc_class, si_class, ewc_task = rows
+    si_class, ewc_task, ewc_class = rows
     spread = 15.0 / math.sqrt(2.0)  # sample std of two values 15 apart
     assert ewc_task.num_seeds == 2 and ewc_task.seeds == [0, 1] and ewc_task.num_tasks == 2
     assert ewc_task.avg_acc_mean == pytest.approx(82.5)
@@ -180,12 +180,12 @@ def test_markdown_table(runs_dir: Path) -> None:
                                "avg acc (%)", "forgetting (%)", "BWT (%)", "FWT (%)"]
     assert set(cells(lines[1])[4]) == {"-", ":"} and cells(lines[1])[4].endswith(":")
     assert cells(lines[1])[0].startswith("-") and not cells(lines[1])[0].endswith(":")
-    assert cells(lines[2]) == ["split-mnist", "class", "ewc", "task", "2", "47.50 ± 10.61",
-                               "85.00 ± 7.07", "-85.00 ± 7.07", "n/a"]
-    assert cells(lines[3]) == ["split-mnist", "class", "si", "class", "1", "67.50 ± 0.00",
-                               "45.00 ± 0.00", "-45.00 ± 0.00", "5.00 ± 0.00"]
-    assert cells(lines[4]) == ["split-mnist", "task", "ewc", "task", "2", "82.50 ± 10.61",
+    assert cells(lines[2]) == ["split-mnist", "class", "si", "class", "1", "67.50",
+                               "45.00", "-45.00", "5.00"]  # one seed: no "± 0.00"
+    assert cells(lines[3]) == ["split-mnist", "task", "ewc", "task", "2", "82.50 ± 10.61",
                                "15.00 ± 7.07", "-15.00 ± 7.07", "n/a"]
+    assert cells(lines[4]) == ["split-mnist", "class", "ewc", "task", "2", "47.50 ± 10.61",
+                               "85.00 ± 7.07", "-85.00 ± 7.07", "n/a"]
     assert len(lines) == 5 and table.endswith("\n")
     assert len({len(line) for line in lines}) == 1  # padded columns
 
@@ -198,8 +198,8 @@ def test_text_table_is_aligned(runs_dir: Path) -> None:
     assert set(lines[1]) == {"-", " "}
     assert len({len(line) for line in lines}) == 1
     assert lines[0].index("avg acc (%)") + len("avg acc (%)") == lines[2].index(
-        "47.50 ± 10.61") + len("47.50 ± 10.61")
-    assert lines[3].endswith("-15.00 ± 7.07")
+        "82.50 ± 10.61") + len("82.50 ± 10.61")
+    assert lines[3].endswith("-85.00 ± 7.07")
     with pytest.raises(ValueError, match="fmt must be 'text' or 'markdown'"):
         format_table(rows, fmt="html")  # type: ignore[arg-type]
 
@@ -209,16 +209,19 @@ def test_write_report_writes_pngs_and_tables(runs_dir: Path, tmp_path: Path) -> 
     out = tmp_path / "report"
     paths = write_report(runs, out)
     assert [p.name for p in paths] == [
-        "accuracy-matrix_split-mnist_class_ewc_trained-task.png",
         "accuracy-matrix_split-mnist_class_si.png",
         "accuracy-matrix_split-mnist_task_ewc.png",
+        "accuracy-matrix_split-mnist_class_ewc_trained-task.png",
         "average-accuracy_split-mnist_class.png",
         "average-accuracy_split-mnist_task.png",
+        "loss-curve_split-mnist_task_ewc_seed0.png",
+        "loss-curve_split-mnist_task_ewc_seed1.png",
+        "loss-curve_split-mnist_class_si_seed0.png",
         "table.md",
         "table.txt",
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temp files
-    for path in paths[:5]:
+    for path in paths[:8]:
         width, height = png_size(path)
         assert width >= 300 and height >= 300
         assert path.stat().st_size > 5_000

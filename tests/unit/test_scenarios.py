@@ -116,8 +116,7 @@ def test_train_fraction_keeps_the_fraction_of_every_class(digits: ArrayDataset,
     sub = split_scenario(digits, "split-digits", opts, seed=0, default_tasks=5)
     again = split_scenario(digits, "split-digits", opts, seed=0, default_tasks=5)
     other = split_scenario(digits, "split-digits", opts, seed=1, default_tasks=5)
-    for full, part, part2, part_other in zip(split_digits.tasks, sub.tasks, again.tasks,
-                                             other.tasks):
+    for full, part, part2 in zip(split_digits.tasks, sub.tasks, again.tasks):
         for c in full.classes:
             n = int((full.train_y == c).sum())
             kept = int((part.train_y == c).sum())
