@@ -65,15 +65,18 @@ def wall_times(epochs: int, data_dir: str | None, methods: tuple[str, ...] = TIM
     cfg0 = make_config("split-mnist", "finetune", 0, None, overrides)
     scenario = build_scenario("split-mnist", cfg0.data, 0)
     times: dict[str, list[float]] = {m: [] for m in ("finetune", *methods)}
+    cpu: dict[str, list[float]] = {m: [] for m in ("finetune", *methods)}
     accuracy: dict[str, float] = {}
     order = [m for _ in range(rounds) for m in ("finetune", *methods)] + ["finetune"]
     for i, method in enumerate(order):
         cfg = make_config("split-mnist", method, 0, None, overrides)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = execute(cfg, None, scenario=scenario)
         times[method].append(time.perf_counter() - t0)
+        cpu[method].append(time.process_time() - c0)
         accuracy[method] = res["summary"]["task"]["average_accuracy"]
-        print(f"  [{i + 1}/{len(order)}] {method}: {times[method][-1]:.1f} s", flush=True)
+        print(f"  [{i + 1}/{len(order)}] {method}: {times[method][-1]:.1f} s "
+              f"(cpu {cpu[method][-1]:.1f} s)", flush=True)
     ref = statistics.median(times["finetune"])
     runs = ", ".join(f"{t:.1f}" for t in times["finetune"])
     print(f"SplitMNIST, DHP protocol, {epochs} epoch(s) per task, seed 0, "
