@@ -453,15 +453,17 @@ class PathIntegral:
     head) have ``g = 0`` and add nothing.
     """
 
+    names: list[str]
+    start: list[Tensor]
+    omega: list[Tensor]
+    _params: list[Tensor]
+    _values: list[Tensor]
+    _live: list[int]
+    _grads: list[Tensor]
+    _before: list[Tensor]
+
     def __init__(self) -> None:
-        self.names: list[str] = []
-        self._values: list[Tensor] = []
-        self.start: list[Tensor] = []
-        self.omega: list[Tensor] = []
-        self._params: list[Tensor] = []
-        self._live: list[int] = []
-        self._grads: list[Tensor] = []
-        self._before: list[Tensor] = []
+        self.clear()
 
     def begin(self, params: Mapping[str, Tensor]) -> None:
         """Starts a task: records ``theta_start`` and zeroes ``omega``."""
@@ -470,7 +472,7 @@ class PathIntegral:
         self._values = [p.detach() for p in self._params]  # aliases: optimisers step in place
         self.start = [v.clone() for v in self._values]
         self.omega = [torch.zeros_like(v) for v in self._values]
-        self._live, self._grads, self._before = [], [], []
+        self._live, self._grads, self._before = [], [], []  # set by the first record_gradients
 
     def record_gradients(self) -> None:
         """Copies the gradient ``g`` of every parameter that has one (the task-loss gradient
@@ -505,7 +507,9 @@ class PathIntegral:
 
     def clear(self) -> None:
         """Drops the per-task buffers (:meth:`begin` makes new ones)."""
-        self.__init__()  # type: ignore[misc]
+        self.names, self.start, self.omega = [], [], []
+        self._params, self._values = [], []
+        self._live, self._grads, self._before = [], [], []
 
     def state_dict(self) -> dict[str, Any]:
         """``theta_start`` and ``omega`` so far by parameter name (empty between tasks)."""

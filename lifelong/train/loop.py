@@ -149,6 +149,7 @@ class TrainContext:
         train_x: Inputs of the current task's training data (permutation applied, on
             ``device``).
         train_y: Labels of ``train_x``.
+        train_targets: Output-unit targets of ``train_x`` (``layout.targets``).
     """
 
     model: nn.Module
@@ -162,6 +163,7 @@ class TrainContext:
     task_step: int = 0
     train_x: Tensor | None = None
     train_y: Tensor | None = None
+    train_targets: Tensor | None = None
 
     @property
     def task(self) -> Task:
@@ -179,15 +181,14 @@ class TrainContext:
         Importance estimators (Fisher, MAS ...) use this at task end. ``max_samples`` takes the
         first samples only.
         """
-        if self.train_x is None or self.train_y is None:
+        if self.train_x is None or self.train_targets is None:
             raise RuntimeError("task_batches() is only available while a task is trained")
         n = self.train_x.shape[0]
         if max_samples is not None:
             n = min(max_samples, n)
-        targets = self.layout.targets(self.task_id, self.train_y.cpu()).to(self.device)
         for i in range(0, n, batch_size):
             j = min(i + batch_size, n)
-            yield self.train_x[i:j], targets[i:j]
+            yield self.train_x[i:j], self.train_targets[i:j]
 
 
 @dataclass
@@ -370,8 +371,8 @@ def fit(
         t_start = time.perf_counter()
         ctx.task_id, ctx.task_step = t, 0
         data = regime.training_data(scenario, layout, t).to(device)
-        task = scenario.tasks[t]
-        ctx.train_x, ctx.train_y = task.inputs(task.train_x).to(device), task.train_y.to(device)
+        own = data.task_ids == t if data.mixed else slice(None)  # the current task's rows
+        ctx.train_x, ctx.train_y, ctx.train_targets = data.x[own], data.y[own], data.targets[own]
         units = data.units
         _set_trainable(model, recipe.freeze(model, t) if recipe.freeze is not None else [])
         if optimizer is None or config.reset_optimizer:
@@ -450,7 +451,7 @@ def fit(
                 acc[s][t, j] = a
         timings["eval_s"] += time.perf_counter() - t0
         timings["per_task_s"].append(time.perf_counter() - t_start)
-        ctx.train_x = ctx.train_y = None
+        ctx.train_x = ctx.train_y = ctx.train_targets = None
         if checkpoint is not None:
             checkpoint({"task": t, "model": model.state_dict(),
                         "terms": [term.state_dict() for term in terms],

@@ -154,10 +154,12 @@ def _remove_leftovers(final: Path) -> None:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def resume_plan(cfg: RunConfig, out_root: str | Path, setting: str, device: Any = "cpu"
-                ) -> str:
+def resume_plan(cfg: RunConfig, out_root: str | Path, setting: str, device: Any = "cpu",
+                check_checkpoint: bool = True) -> str:
     """What ``--resume`` does with this run: ``finished`` (its ``result.json`` exists: skipped),
-    ``continue`` (from ``<run>.partial/checkpoint.pt``) or ``start``.
+    ``continue`` (from ``<run>.partial/checkpoint.pt``) or ``start``. With ``check_checkpoint``
+    a checkpoint is loaded and checked too (:func:`load_checkpoint`); without, only its presence
+    counts (for a caller that loads it next anyway).
 
     Raises:
         ValueError: One line naming the file and what to do, when a result or checkpoint cannot
@@ -176,7 +178,8 @@ def resume_plan(cfg: RunConfig, out_root: str | Path, setting: str, device: Any 
                                  "--resume to replace it")
             return "finished"
     if (partial / "checkpoint.pt").is_file():
-        load_checkpoint(partial / "checkpoint.pt", cfg, device)
+        if check_checkpoint:
+            load_checkpoint(partial / "checkpoint.pt", cfg, device)
         return "continue"
     return "start"
 
@@ -235,7 +238,7 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
 
     state = None
     if partial is not None and final is not None and resume:
-        plan = resume_plan(cfg, out_root or ".", setting, resolve_device(cfg.train.device))
+        plan = resume_plan(cfg, out_root or ".", setting, check_checkpoint=False)
         if plan == "finished":
             if (partial / "result.json").is_file():  # killed before its folder was renamed
                 (partial / "checkpoint.pt").unlink(missing_ok=True)

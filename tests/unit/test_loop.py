@@ -513,15 +513,41 @@ def test_device_option_is_validated_with_a_clear_message() -> None:
             TrainConfig(device="cuda").validate()
 
 
+class NestedState(Term):
+    """A term whose state nests tensors in dicts, lists and tuples, plus a counter."""
+
+    name = "nested"
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {"a": torch.ones(2), "b": [torch.zeros(3), (torch.eye(2),)],
+                                      "n": 7}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
 def test_terms_follow_to_device() -> None:
+    term = NestedState()
+    assert term.to("meta") is term
+    leaves = [term.state["a"], term.state["b"][0], term.state["b"][1][0]]
+    assert [t.device.type for t in leaves] == ["meta"] * 3
+    assert [tuple(t.shape) for t in leaves] == [(2,), (3,), (2, 2)]
+    assert isinstance(term.state["b"][1], tuple) and term.state["n"] == 7
+    # a penalty's state round-trips through .to(): same value off the anchor
     from lifelong.terms import EWC
 
     model = nn.Linear(3, 2)
     pen = EWC(lam=2.0)
     pen.consolidate({n: torch.ones_like(p) for n, p in model.named_parameters()}, model)
-    out = pen.to("cpu")
-    assert out is pen and pen.state_dict()["importances"][0]["weight"].device.type == "cpu"
-    torch.testing.assert_close(pen.penalty_value(model), torch.tensor(0.0))
+    with torch.no_grad():
+        model.weight.add_(0.5)
+    before = float(pen.penalty_value(model).detach())
+    pen.to("cpu")
+    assert float(pen.penalty_value(model).detach()) == pytest.approx(before)
+    assert before == pytest.approx(1.0 * 6 * 0.25)  # lam/2 * sum F (delta)^2 over 6 weights
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
