@@ -68,35 +68,35 @@ class _Quadratic(torch.autograd.Function):
     """``strength * (sum_k ||sqrt(S_k) (theta_k - m_k)||^2 + C)`` over a list of parameters, with
     its closed-form backward ``2 strength S_k (theta_k - m_k)``.
 
-    Both are written as one multi-tensor pass over the weights with products precomputed once
-    per consolidation (and strength): the value as ``||r theta + c||^2`` with ``r = sqrt(S)``,
-    ``c = -sqrt(S) m`` (an ``addcmul`` and a 2-norm), the gradient as ``G theta + o`` with
-    ``G = 2 strength S``, ``o = -2 strength S m`` (one ``addcmul``). No autograd graph over
-    element-wise ops is built. Measured on the DHP protocol's MLP (269k penalised weights, 1
-    thread, inside a training run, where each pass over the weights costs ~0.1-0.16 ms right after
-    the backbone's matrix products): a 2-epoch EWC run took 9.25 s against 9.40 s with
-    ``d = theta - m``, ``S d`` kept for the backward and an L1 ``_foreach_norm`` (not vectorised on
-    the CPU: ~5x slower than the 2-norm). The rounding differs from ``S (theta - m)^2`` by
-    ``~eps sqrt(S) |m|`` per element (the value at the anchor is ~1e-14 of a unit deviation's).
+    Forward: ``u_k = sqrt(S_k) (theta_k - m_k)`` (a multi-tensor subtraction, then a
+    multiplication) and the value from ``_foreach_norm`` (2-norms); ``u`` is kept, and the
+    backward is one multi-tensor multiplication by ``2 strength sqrt(S)`` (precomputed once per
+    consolidation and strength). No autograd graph over element-wise ops is built. The
+    deviation is computed first, so at the anchor the value and the gradient are exactly 0: a
+    parameter that only the penalty moves (a past task's head) stays exactly at its anchor even
+    when ``lr 2 strength S > 2`` would make any deviation grow (a form ``sqrt(S) theta -
+    sqrt(S) m`` left a rounding residual there that such a step amplified to inf; tested).
+    Measured on the DHP protocol's MLP (269k penalised weights, 1 thread, in a training run):
+    an L1 ``_foreach_norm`` instead of the 2-norm (not vectorised on the CPU) is ~5x slower.
     """
 
     @staticmethod
-    def forward(ctx: Any, consts: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]],
+    def forward(ctx: Any, roots: list[Tensor], centers: list[Tensor], grad_scales: list[Tensor],
                 strength: float, const: float, *params: Tensor) -> Tensor:
-        roots, offsets, grad_scales, grad_offsets = consts
-        u = torch._foreach_addcmul(offsets, roots, list(params))  # sqrt(S) (theta - m)
+        u = torch._foreach_sub(list(params), centers)
+        torch._foreach_mul_(u, roots)  # sqrt(S) (theta - m)
         value = torch.stack(torch._foreach_norm(u, 2)).square().sum()
-        ctx.save_for_backward(*params)
-        ctx.grad_scales, ctx.grad_offsets = grad_scales, grad_offsets
+        ctx.u, ctx.grad_scales = u, grad_scales
         return (value + const) * strength
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        # 2 strength S theta - 2 strength S m
-        g = torch._foreach_addcmul(ctx.grad_offsets, ctx.grad_scales, list(ctx.saved_tensors))
+        u = ctx.u
+        del ctx.u
+        torch._foreach_mul_(u, ctx.grad_scales)  # 2 strength sqrt(S) u = 2 strength S (theta - m)
         if grad_out.device.type != "cpu" or float(grad_out) != 1.0:  # a host read on the CPU only
-            torch._foreach_mul_(g, grad_out)
-        return (None, None, None, *g)
+            torch._foreach_mul_(u, grad_out)
+        return (None, None, None, None, None, *u)
 
 
 class QuadraticPenalty(Term):
@@ -153,7 +153,7 @@ class QuadraticPenalty(Term):
         self._shapes: list[torch.Size] = []
         self._scales: list[Tensor] = []  # S
         self._centers: list[Tensor] = []  # m
-        # sqrt(S), -sqrt(S) m, 2 strength S, -2 strength S m (built lazily: _Quadratic)
+        # sqrt(S) and 2 strength sqrt(S) (built lazily: _Quadratic)
         self._consts: tuple[list[Tensor], ...] = ()
         self._consts_for = math.nan
         self._const = 0.0
@@ -286,14 +286,11 @@ class QuadraticPenalty(Term):
         params = self._resolve(model)
         if self._consts_for != self.strength or not self._consts:
             roots = list(torch._foreach_sqrt(self._scales))
-            offsets = torch._foreach_mul(roots, self._centers)
-            torch._foreach_neg_(offsets)
-            scales = list(torch._foreach_mul(self._scales, 2.0 * self.strength))
-            grad_offsets = torch._foreach_mul(scales, self._centers)
-            torch._foreach_neg_(grad_offsets)
-            self._consts = (roots, list(offsets), scales, list(grad_offsets))
+            self._consts = (roots, list(torch._foreach_mul(roots, 2.0 * self.strength)))
             self._consts_for = self.strength
-        return _Quadratic.apply(self._consts, self.strength, self._const, *params)
+        roots, grad_scales = self._consts
+        return _Quadratic.apply(roots, self._centers, grad_scales, self.strength, self._const,
+                                *params)
 
     def loss(self, ctx: TrainContext, batch: Batch) -> Tensor | None:
         """The penalty at the current parameters (``None`` before the first consolidation or
