@@ -2,6 +2,7 @@
 penalty (:mod:`lifelong.terms.penalty`): ``EWC``, ``OnlineEWC``, ``SI``, ``MAS``, ``MASLocal``."""
 
 from lifelong.terms.base import Batch, CrossEntropy, Term
+from lifelong.terms.distill import KnowledgeDistillation, LwF, kd_loss, soft_targets
 from lifelong.terms.penalty import (
     EWC,
     MAS,
@@ -15,6 +16,7 @@ from lifelong.terms.penalty import (
 )
 
 __all__ = [
-    "EWC", "MAS", "SI", "Batch", "CrossEntropy", "FisherPenalty", "MASLocal", "MASPenalty",
-    "OnlineEWC", "QuadraticPenalty", "SIPenalty", "Term",
+    "EWC", "MAS", "SI", "Batch", "CrossEntropy", "FisherPenalty", "KnowledgeDistillation", "LwF",
+    "MASLocal", "MASPenalty", "OnlineEWC", "QuadraticPenalty", "SIPenalty", "Term", "kd_loss",
+    "soft_targets",
 ]

@@ -45,6 +45,10 @@ class Batch:
             batches that mix tasks); ``None`` when all are allowed.
         forward: ``forward(units) -> logits`` of this batch's inputs for other output units
             (e.g. LwF's old heads); see :meth:`logits_for`.
+        span: The output units the loop's forward computed, ``units`` and the units before
+            them (``slice(0, units.stop)``); ``span_logits`` are their logits, of which
+            ``logits`` are the last columns. ``None``: only ``units`` were computed.
+        span_logits: Logits of ``span`` ``[B, len(span)]``.
     """
 
     x: Tensor
@@ -55,6 +59,8 @@ class Batch:
     logits: Tensor
     mask: Tensor | None = None
     forward: Callable[[slice], Tensor] | None = None
+    span: slice | None = None
+    span_logits: Tensor | None = None
 
     def masked_logits(self) -> Tensor:
         """Logits with disallowed units set to -inf."""
@@ -70,14 +76,23 @@ class Batch:
     def logits_for(self, units: slice) -> Tensor:
         """Logits of this batch's inputs for the output units ``units`` (differentiable).
 
-        The batch's own ``units`` return :attr:`logits`; any other range runs the model's
-        forward again on :attr:`x` without labels (a plastic layer's trace is not written).
+        The batch's own ``units`` return :attr:`logits`, and a range inside :attr:`span` the
+        columns of :attr:`span_logits` (the same forward pass, so the same graph: in task-IL the
+        loop computes the old heads with the new one and LwF reads them at no extra cost). Any
+        other range runs the model's forward again on :attr:`x` without labels (a plastic
+        layer's trace is not written).
 
         Raises:
             ValueError: The batch was built without a ``forward``.
         """
         if units == self.units:
             return self.logits
+        if self.span is not None and self.span_logits is not None:
+            lo, hi = self.span.start or 0, self.span.stop
+            a = lo if units.start is None else units.start
+            b = hi if units.stop is None else units.stop
+            if lo <= a < b <= hi and units.step in (None, 1):
+                return self.span_logits[:, a - lo:b - lo]
         if self.forward is None:
             raise ValueError("this batch has no forward(); build it with Batch(..., forward=...) "
                              "to ask for other output units")

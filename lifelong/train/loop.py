@@ -374,6 +374,7 @@ def fit(
         own = data.task_ids == t if data.mixed else slice(None)  # the current task's rows
         ctx.train_x, ctx.train_y, ctx.train_targets = data.x[own], data.y[own], data.targets[own]
         units = data.units
+        span = slice(0, units.stop)
         _set_trainable(model, recipe.freeze(model, t) if recipe.freeze is not None else [])
         if optimizer is None or config.reset_optimizer:
             optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config)
@@ -398,9 +399,12 @@ def fit(
             def forward(u: slice, xb: Tensor = xb) -> Tensor:
                 return model(xb, units=u)
 
-            logits = model(xb, units=units, targets=tb) if uses_targets else forward(units)
+            # one forward computes the training units and every unit before them (task-IL's
+            # old heads, for a term that reads them; one small matmul per old head)
+            full = model(xb, units=span, targets=tb) if uses_targets else forward(span)
+            logits = full if span == units else full[:, units.start or 0:]
             batch = Batch(x=xb, y=data.y[idx], targets=tb, task_ids=tid, units=units,
-                          logits=logits, forward=forward,
+                          logits=logits, forward=forward, span=span, span_logits=full,
                           mask=layout.unit_mask(tid, units) if data.mixed else None)
             optimizer.zero_grad(set_to_none=True)
             values: list[tuple[str, Tensor]] = []
