@@ -234,10 +234,15 @@ def check_composition(expr: str) -> None:
       ``finetune+joint`` contradicts itself);
     * ``joint`` trains on every task's data, so there is nothing to forget: a consolidation
       penalty (``joint+ewc``) only holds the upper bound back;
-    * ``ewc+online-ewc`` and ``mas+mas-local`` are the same penalty twice.
+    * ``ewc+online-ewc`` and ``mas+mas-local`` are the same penalty twice;
+    * ``joint+lwf``: with every task's data at hand, distilling the previous model's responses
+      only holds the upper bound back (as a penalty does).
 
-    ``dhp+X`` (DHP-Softmax with X's penalty), ``joint+dhp`` (DHP's upper bound) and pairs of
-    different penalties (``ewc+si``: the sum of both) are meaningful and allowed.
+    ``dhp+X`` (DHP-Softmax with X's penalty), ``joint+dhp`` (DHP's upper bound), pairs of
+    different penalties (``ewc+si``: the sum of both), ``lwf+X`` with a penalty (``lwf+ewc``:
+    distillation on the outputs and a penalty on the weights), ``dhp+lwf`` and ``lwf`` with
+    ``finetune-fc`` or ``feature-extraction`` (in class-IL the shared layer's old rows still
+    move, and LwF protects them) are meaningful and allowed.
     """
     parts = [p.strip() for p in expr.split("+")]
     if len(parts) < 2:
@@ -255,6 +260,11 @@ def check_composition(expr: str) -> None:
         raise ValueError(f"method {expr!r}: 'joint' trains on the data of every task so far, so "
                          f"there is nothing to forget and the penalty of {penalties[0]!r} only "
                          f"holds it back; compare them as two methods (-m joint {penalties[0]})")
+    if "joint" in parts and "lwf" in parts:
+        raise ValueError(f"method {expr!r}: 'joint' trains on the data of every task so far, so "
+                         "there is nothing to forget and distilling the previous model's "
+                         "responses ('lwf') only holds it back; compare them as two methods "
+                         "(-m joint lwf)")
     for pair, why in _SAME_PENALTY.items():
         if pair <= set(parts):
             a, b = sorted(pair)

@@ -1,4 +1,5 @@
-"""A method is a recipe: an output layer, a list of loss terms, a data regime and a freezing rule.
+"""A method is a recipe: an output layer, a list of loss terms, a data regime, a freezing rule and
+an optional warm-up.
 
 Recipes compose with ``+`` (:func:`compose`): ``dhp+ewc`` is DHP-Softmax's output layer with EWC's
 penalty added to the term list, not a file written for the pair (DESIGN.md, principle 2). In
@@ -7,6 +8,7 @@ Python, ``recipe_a + recipe_b`` is the same composition.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +19,28 @@ from lifelong.nn.heads import LayerFactory
 from lifelong.terms.base import Term
 
 FreezeRule = Callable[[nn.Module, int], list[nn.Module]]
+
+
+@dataclass
+class Warmup:
+    """A first phase of each task that trains only some modules, with its own optimiser; the
+    task's steps then run as usual (Li & Hoiem 2016, Sec. 3: "we first freeze theta_s and
+    theta_o and train theta_n to convergence, then jointly train all weights").
+
+    Attributes:
+        epochs: Length of the warm-up in epochs over the task's training data (at least one
+            step).
+        frozen: ``frozen(model, task_id)`` -> modules kept fixed during the warm-up, or
+            ``None`` for no warm-up on that task (e.g. the first task, or a model whose new
+            task has no output module of its own).
+    """
+
+    epochs: float
+    frozen: Callable[[nn.Module, int], list[nn.Module] | None]
+
+    def steps(self, n: int, batch_size: int) -> int:
+        """Warm-up steps for ``n`` training samples in batches of ``batch_size``."""
+        return max(1, round(self.epochs * math.ceil(n / batch_size)))
 
 
 @dataclass
@@ -33,6 +57,8 @@ class Recipe:
         freeze: ``freeze(model, task_id)`` -> modules kept fixed (no gradient, eval mode) while
             training that task.
         freeze_name: Name of the method that set ``freeze``.
+        warmup: A first phase of each task that trains fewer modules (:class:`Warmup`).
+        warmup_name: Name of the method that set ``warmup``.
     """
 
     name: str
@@ -42,6 +68,8 @@ class Recipe:
     data: DataRegime | None = None
     freeze: FreezeRule | None = None
     freeze_name: str | None = None
+    warmup: Warmup | None = None
+    warmup_name: str | None = None
 
     def regime(self) -> DataRegime:
         """The recipe's data regime (the current task's data when none is set)."""
@@ -54,12 +82,22 @@ class Recipe:
         return compose([self, other])
 
 
+def modules_outside(model: nn.Module, keep: Sequence[nn.Module]) -> list[nn.Module]:
+    """The modules of ``model`` that hold parameters of their own, except those whose
+    parameters belong to ``keep`` (or their submodules): what a freezing rule returns to train
+    ``keep`` alone."""
+    kept = {id(p) for m in keep for p in m.parameters()}
+    return [m for m in model.modules()
+            if any(True for _ in m.parameters(recurse=False))
+            and not any(id(p) in kept for p in m.parameters(recurse=False))]
+
+
 def compose(recipes: Sequence[Recipe]) -> Recipe:
     """Combines recipes into one, or explains why they cannot be combined.
 
     Terms are concatenated (two terms with the same name are an error: the same method twice);
-    at most one recipe may set the output layer, the data regime or a freezing rule. The loss of
-    the composition is the sum of its parts' losses.
+    at most one recipe may set the output layer, the data regime, a freezing rule or a warm-up.
+    The loss of the composition is the sum of its parts' losses.
     """
     if not recipes:
         raise ValueError("compose() needs at least one recipe")
@@ -94,4 +132,11 @@ def compose(recipes: Sequence[Recipe]) -> Recipe:
                     "parameters are frozen"
                 )
             out.freeze, out.freeze_name = r.freeze, r.name
+        if r.warmup is not None:
+            if out.warmup is not None:
+                raise ValueError(
+                    f"cannot combine {out.warmup_name!r} and {r.name!r}: both add a warm-up "
+                    "phase to each task"
+                )
+            out.warmup, out.warmup_name = r.warmup, r.name
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from lifelong.data.regimes import Joint
-from lifelong.methods.base import Recipe
+from lifelong.methods.base import Recipe, modules_outside
 from lifelong.methods.registry import register_method
 
 
@@ -52,10 +52,7 @@ def _freeze_below_fc(model: nn.Module, task_id: int) -> list[nn.Module]:
     if task_id == 0:
         return []
     backbone = _backbone(model)
-    fc_params = {id(p) for m in backbone.fc_modules() for p in m.parameters()}  # type: ignore[operator]
-    return [m for m in backbone.modules()
-            if any(True for _ in m.parameters(recurse=False))
-            and not any(id(p) in fc_params for p in m.parameters(recurse=False))]
+    return modules_outside(backbone, backbone.fc_modules())  # type: ignore[operator]
 
 
 @register_method("finetune-fc", description="after the first task only the fully connected layers "

@@ -4,4 +4,5 @@ from lifelong.methods import (
     baselines,  # noqa: F401
     consolidation,  # noqa: F401
     dhp,  # noqa: F401
+    lwf,  # noqa: F401
 )

@@ -278,6 +278,18 @@ def _set_trainable(model: nn.Module, frozen: list[nn.Module]) -> None:
             p.requires_grad_(False)
 
 
+def _phase_steps(model: nn.Module,
+                 phases: list[tuple[int, list[nn.Module] | None, torch.optim.Optimizer]]
+                 ) -> Iterator[torch.optim.Optimizer]:
+    """Each phase's optimiser once per step of the phase; entering a phase first sets its
+    frozen modules (``None``: the trainable parameters stay as they are)."""
+    for steps, frozen, optimizer in phases:
+        if frozen is not None:
+            _set_trainable(model, frozen)
+        for _ in range(steps):
+            yield optimizer
+
+
 def _sum_losses(terms: list[Term], ctx: TrainContext, batch: Batch,
                 values: list[tuple[str, Tensor]]) -> Tensor | None:
     """The sum of the terms' losses on ``batch`` (``None`` if none gave one); each value is
@@ -375,21 +387,32 @@ def fit(
         ctx.train_x, ctx.train_y, ctx.train_targets = data.x[own], data.y[own], data.targets[own]
         units = data.units
         span = slice(0, units.stop)
-        _set_trainable(model, recipe.freeze(model, t) if recipe.freeze is not None else [])
+        frozen = recipe.freeze(model, t) if recipe.freeze is not None else []
+        _set_trainable(model, frozen)
         if optimizer is None or config.reset_optimizer:
             optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config)
-        for term in terms:
+        for term in terms:  # the task's trainable parameters are set (a warm-up narrows them)
             term.on_task_start(ctx)
 
         n = data.x.shape[0]
         bs = config.batch_size
         n_steps = config.iterations if config.iterations > 0 else config.epochs * math.ceil(n / bs)
+        # phases: (steps, frozen modules, optimiser); a warm-up first trains a few modules
+        # with its own optimiser (e.g. LwF's new head, Li & Hoiem 2016, Sec. 3)
+        phases: list[tuple[int, list[nn.Module] | None, torch.optim.Optimizer]] = []
+        warm = recipe.warmup.frozen(model, t) if recipe.warmup is not None else None
+        if recipe.warmup is not None and warm is not None:
+            _set_trainable(model, warm)
+            warm_opt = build_optimizer([p for p in model.parameters() if p.requires_grad], config)
+            phases.append((recipe.warmup.steps(n, bs), warm, warm_opt))
+        phases.append((n_steps, None if not phases else frozen, optimizer))
+        total_steps = sum(k for k, _, _ in phases)
         sums = {term.name: 0.0 for term in terms}
         count = 0
-        bar = tqdm(total=n_steps, desc=f"{desc} task {t + 1}/{n_tasks}".strip(), leave=False,
+        bar = tqdm(total=total_steps, desc=f"{desc} task {t + 1}/{n_tasks}".strip(), leave=False,
                    disable=_progress_disabled(config.progress), dynamic_ncols=True)
         order, pos = torch.randperm(n, generator=gen).to(device), 0
-        for _ in range(n_steps):
+        for step_optimizer in _phase_steps(model, phases):
             if pos >= n:
                 order, pos = torch.randperm(n, generator=gen).to(device), 0
             idx = order[pos:pos + bs]
@@ -406,7 +429,7 @@ def fit(
             batch = Batch(x=xb, y=data.y[idx], targets=tb, task_ids=tid, units=units,
                           logits=logits, forward=forward, span=span, span_logits=full,
                           mask=layout.unit_mask(tid, units) if data.mixed else None)
-            optimizer.zero_grad(set_to_none=True)
+            step_optimizer.zero_grad(set_to_none=True)
             values: list[tuple[str, Tensor]] = []
             data_loss = _sum_losses(data_terms, ctx, batch, values)
             if data_loss is not None:
@@ -423,7 +446,7 @@ def fit(
                                       f"train.lr={config.lr:g}", result)
             if penalty_loss is not None and penalty_loss.requires_grad:
                 penalty_loss.backward()
-            optimizer.step()
+            step_optimizer.step()
             ctx.step += 1
             ctx.task_step += 1
             for term in terms:
@@ -431,7 +454,7 @@ def fit(
             for name, x in step_values:
                 sums[name] += x
             count += 1
-            if count == config.log_every or ctx.task_step == n_steps:
+            if count == config.log_every or ctx.task_step == total_steps:
                 for name in sums:
                     losses[name].append([ctx.step, sums[name] / count])
                     sums[name] = 0.0
