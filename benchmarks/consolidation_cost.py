@@ -1,6 +1,7 @@
-"""Cost of synaptic consolidation: wall time relative to fine-tuning, and memory per task.
+"""Cost of synaptic consolidation and LwF: wall time relative to fine-tuning, and memory per task.
 
-1. Wall time of ``finetune``, ``ewc``, ``online-ewc``, ``si``, ``mas`` and ``mas-local`` on
+1. Wall time of ``finetune``, ``ewc``, ``online-ewc``, ``si``, ``mas``, ``mas-local``, ``dhp``
+   and ``lwf`` (a frozen snapshot's forward per batch, plus its warm-up epoch per new task) on
    SplitMNIST under the DHP protocol (multi-head MLP 784-256-256, SGD 0.01, batch 64), with
    ``--epochs`` epochs per task (default 10, the protocol; fewer make the ratio slightly
    pessimistic, since the once-per-task importance estimate weighs more). Fine-tune runs before
@@ -39,7 +40,7 @@ from lifelong.train.loop import fit
 from lifelong.train.run import execute
 
 METHODS = ("ewc", "online-ewc", "si", "mas", "mas-local")
-TIMED = (*METHODS, "dhp")  # dhp: the DHP-Softmax output layer, no penalty (a whole run too)
+TIMED = (*METHODS, "dhp", "lwf")  # dhp: the DHP-Softmax output layer, no penalty
 
 
 def tensor_bytes(obj: Any) -> int:
@@ -82,12 +83,14 @@ def wall_times(epochs: int, data_dir: str | None, methods: tuple[str, ...] = TIM
     print(f"SplitMNIST, DHP protocol, {epochs} epoch(s) per task, seed 0, "
           f"torch threads {torch.get_num_threads()}, {rounds} round(s); fine-tune reference "
           f"(median) {ref:.1f} s (runs: {runs} s)")
+    cpu_ref = statistics.median(cpu["finetune"])
     print(f"  {'method':12s} {'wall (s)':>9s} {'x fine-tune':>12s} {'range':>13s} "
-          f"{'task-IL acc':>12s}")
+          f"{'cpu x ft':>9s} {'task-IL acc':>12s}")
     for method in methods:
         t = statistics.median(times[method])
         lo, hi = min(times[method]) / ref, max(times[method]) / ref
-        print(f"  {method:12s} {t:9.1f} {t / ref:12.2f} {lo:6.2f}-{hi:<6.2f} "
+        c = statistics.median(cpu[method]) / cpu_ref
+        print(f"  {method:12s} {t:9.1f} {t / ref:12.2f} {lo:6.2f}-{hi:<6.2f} {c:9.2f} "
               f"{100 * accuracy[method]:11.2f}%")
 
 

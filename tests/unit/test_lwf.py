@@ -11,6 +11,7 @@ from lifelong.config import check_composition
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario
 from lifelong.methods.base import Recipe, Warmup
+from lifelong.methods.consolidation import EWCConfig
 from lifelong.methods.lwf import LwFConfig, new_head_only
 from lifelong.methods.registry import build_recipe
 from lifelong.nn.model import ModelConfig, build_model
@@ -159,3 +160,15 @@ def test_lwf_compositions() -> None:
         build_recipe("lwf", {"lwf": LwFConfig(warmup_epochs=-1)})
     with pytest.raises(ValueError, match="temperature must be positive"):
         build_recipe("lwf", {"lwf": LwFConfig(temperature=0)})
+
+
+@pytest.mark.parametrize("expr", ["lwf+ewc", "dhp+lwf"])
+def test_lwf_compositions_train(synthetic: Scenario, expr: str) -> None:
+    layout = Layout.for_scenario(synthetic, "task")
+    recipe = build_recipe(expr, {"ewc": EWCConfig(lam=10.0)})  # the synthetic protocol's
+    torch.manual_seed(0)
+    model = build_model(synthetic, layout, ModelConfig(hidden=(16,)), recipe.layer)
+    result = fit(model, synthetic, layout, recipe, _config())
+    R = result.accuracy["task"]
+    assert R.shape == (3, 3) and float(R[2, :].min()) > 0.6, R
+    assert len(result.losses["lwf"]) > 0 and all(v >= 0 for _, v in result.losses["lwf"])
