@@ -57,12 +57,16 @@ class LwFConfig:
             van de Ven & Tolias (2019) do (``configs/split-mnist-three-scenarios/lwf.toml``).
         warmup_epochs: Epochs of the warm-up that trains only the new head (0: none, as van de
             Ven & Tolias). The paper trains it "to convergence"; 1 epoch is the default here.
+        per_old_task: Weigh the old classes' loss in class- and domain-IL by the number of old
+            tasks, as van de Ven & Tolias (:class:`~lifelong.terms.distill.LwF`); task-IL's
+            loss, a sum over the old heads, is the same either way.
     """
 
     temperature: float = 2.0
     lam: float = 1.0
     t2: bool = False
     warmup_epochs: float = 1.0
+    per_old_task: bool = False
 
 
 @register_method("lwf", hparams=LwFConfig,
@@ -72,5 +76,5 @@ def lwf(hp: LwFConfig) -> Recipe:
     if hp.warmup_epochs < 0:
         raise ValueError(f"lwf.warmup_epochs must be >= 0, got {hp.warmup_epochs}")
     warmup = Warmup(hp.warmup_epochs, new_head_only) if hp.warmup_epochs > 0 else None
-    return Recipe(name="lwf", terms=[LwF(hp.temperature, hp.lam, hp.t2)], warmup=warmup,
-                  warmup_name="lwf")
+    term = LwF(hp.temperature, hp.lam, hp.t2, hp.per_old_task)
+    return Recipe(name="lwf", terms=[term], warmup=warmup, warmup_name="lwf")

@@ -136,20 +136,29 @@ class LwF(Term):
 
     Args:
         temperature: ``T`` (paper: 2, chosen on held-out data).
-        lam: ``lambda_o``, the weight of the old tasks' loss (paper: 1).
+        lam: ``lambda_o``, the weight of each old task's loss (paper: 1).
         t2: Multiply the soft term by ``T^2`` (Hinton et al. 2015). The paper's loss has no such
             factor (default ``False``); van de Ven & Tolias (2019) use it.
+        per_old_task: Weigh a group of units by the number of old tasks it covers, so that
+            every old task counts ``lam`` in every setting: task-IL's heads are one task each
+            (no change), the one group of class- and domain-IL covers ``t`` old tasks at task
+            ``t``. This is van de Ven & Tolias' weighting (their ``1/(t+1)`` on the new task's
+            loss against ``t/(t+1)`` on the distillation, up to a constant factor). ``False``
+            (default): each group counts ``lam``.
     """
 
     name = "lwf"
 
-    def __init__(self, temperature: float = 2.0, lam: float = 1.0, t2: bool = False) -> None:
+    def __init__(self, temperature: float = 2.0, lam: float = 1.0, t2: bool = False,
+                 per_old_task: bool = False) -> None:
         _check_temperature(temperature)
         if lam < 0:
             raise ValueError(f"lwf.lam must be >= 0, got {lam}")
         self.temperature, self.lam, self.t2 = temperature, lam, t2
+        self.per_old_task = per_old_task
         self.teacher: nn.Module | None = None
         self.groups: list[slice] = []
+        self.weights: list[float] = []
 
     def on_task_start(self, ctx: TrainContext) -> None:
         t, layout = ctx.task_id, ctx.layout
@@ -162,6 +171,8 @@ class LwF(Term):
             self.groups = [slice(0, layout.offsets[t])]
         else:
             self.groups = [slice(0, layout.num_units)]
+        covered = 1 if layout.setting == "task" else t  # old tasks behind each group
+        self.weights = [self.lam * (covered if self.per_old_task else 1)] * len(self.groups)
 
     def loss(self, ctx: TrainContext, batch: Batch) -> Tensor | None:
         if self.teacher is None or not self.groups:
@@ -172,11 +183,10 @@ class LwF(Term):
         student = batch.logits_for(span)
         lo = span.start or 0
         total = student.new_zeros(())
-        for g in self.groups:  # one softmax per old head (a few tasks, not samples or classes)
+        for g, w in zip(self.groups, self.weights):  # one softmax per old head (a few tasks)
             cols = slice(g.start - lo, g.stop - lo)
             total = total + kd_loss(student[:, cols], teacher[:, cols],
-                                    temperature=self.temperature, soft_weight=self.lam,
-                                    t2=self.t2)
+                                    temperature=self.temperature, soft_weight=w, t2=self.t2)
         return total
 
     def on_task_end(self, ctx: TrainContext) -> None:

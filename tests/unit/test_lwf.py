@@ -172,3 +172,19 @@ def test_lwf_compositions_train(synthetic: Scenario, expr: str) -> None:
     R = result.accuracy["task"]
     assert R.shape == (3, 3) and float(R[2, :].min()) > 0.6, R
     assert len(result.losses["lwf"]) > 0 and all(v >= 0 for _, v in result.losses["lwf"])
+
+
+@pytest.mark.parametrize("setting, weights", [("task", [0.5, 0.5]), ("class", [1.0]),
+                                              ("domain", [1.0])])
+def test_per_old_task_weighting(synthetic: Scenario, setting: str, weights: list[float]) -> None:
+    # van de Ven & Tolias: every old task counts lam; at task 2 class-/domain-IL's one group
+    # covers two old tasks
+    layout = Layout.for_scenario(synthetic, setting)
+    ctx = TrainContext(model=_model(synthetic, layout), scenario=synthetic, layout=layout,
+                       config=_config(), task_id=2)
+    term = LwF(lam=0.5, per_old_task=True)
+    term.on_task_start(ctx)
+    assert term.weights == weights
+    plain = LwF(lam=0.5)
+    plain.on_task_start(ctx)
+    assert plain.weights == [0.5] * len(weights)
