@@ -60,6 +60,8 @@ class LwFConfig:
         per_old_task: Weigh the old classes' loss in class- and domain-IL by the number of old
             tasks, as van de Ven & Tolias (:class:`~lifelong.terms.distill.LwF`); task-IL's
             loss, a sum over the old heads, is the same either way.
+        with_new_units: In class-IL, distil with the student's softmax over the new classes'
+            units too, their targets 0 (van de Ven & Tolias; :class:`~lifelong.terms.distill.LwF`).
     """
 
     temperature: float = 2.0
@@ -67,6 +69,7 @@ class LwFConfig:
     t2: bool = False
     warmup_epochs: float = 1.0
     per_old_task: bool = False
+    with_new_units: bool = False
 
 
 @register_method("lwf", hparams=LwFConfig,
@@ -76,5 +79,5 @@ def lwf(hp: LwFConfig) -> Recipe:
     if hp.warmup_epochs < 0:
         raise ValueError(f"lwf.warmup_epochs must be >= 0, got {hp.warmup_epochs}")
     warmup = Warmup(hp.warmup_epochs, new_head_only) if hp.warmup_epochs > 0 else None
-    term = LwF(hp.temperature, hp.lam, hp.t2, hp.per_old_task)
+    term = LwF(hp.temperature, hp.lam, hp.t2, hp.per_old_task, hp.with_new_units)
     return Recipe(name="lwf", terms=[term], warmup=warmup, warmup_name="lwf")

@@ -63,7 +63,11 @@ def kd_loss(
 
     Args:
         student: Student logits ``[B, C]``.
-        teacher: Teacher logits ``[B, C]`` (treated as constants); ``None``: no soft term.
+        teacher: Teacher logits ``[B, C]`` (treated as constants), or ``[B, K]`` with ``K < C``:
+            a teacher over the first ``K`` units only, the student's other units then get target
+            probability 0 (the student's softmax still covers all ``C``; van de Ven & Tolias
+            2019 distil class-IL's old classes so, the new classes' units padded with zeros);
+            ``None``: no soft term.
         targets: Class indices ``[B]`` in ``[0, C)`` for the hard term; ``None``: no hard term.
         temperature: ``T > 0`` of the soft term (the hard term always uses ``T = 1``).
         soft_weight: Weight of the soft term (Hinton: a weighted average with the hard term;
@@ -88,9 +92,13 @@ def kd_loss(
         raise ValueError("kd_loss needs teacher logits (soft term), targets (hard term) or both")
     loss = student.new_zeros(())
     if teacher is not None:
-        if teacher.shape != student.shape:
-            raise ValueError(f"kd_loss: teacher logits {list(teacher.shape)} and student logits "
-                             f"{list(student.shape)} must have the same shape")
+        k = teacher.shape[1] if teacher.dim() == 2 else -1
+        if teacher.shape[0] != student.shape[0] or not 0 < k <= student.shape[1]:
+            raise ValueError(f"kd_loss: teacher logits {list(teacher.shape)} must have the same "
+                             f"shape as the student logits {list(student.shape)}, or fewer units "
+                             "(the first ones)")
+        if k < student.shape[1] and mask is not None:
+            raise ValueError("kd_loss: give either a mask or a teacher over fewer units, not both")
         s, t = student, teacher.detach()
         if mask is not None:
             if mask.dtype != torch.bool or mask.shape != (student.shape[1],):
@@ -100,7 +108,7 @@ def kd_loss(
             if not bool(mask.any()):
                 raise ValueError("kd_loss: the mask selects no output unit")
             s, t = s[:, mask], t[:, mask]
-        log_q_s = F.log_softmax(s / temperature, dim=1)
+        log_q_s = F.log_softmax(s / temperature, dim=1)[:, :k]  # units past k: target 0
         log_q_t = F.log_softmax(t / temperature, dim=1)
         soft = F.kl_div(log_q_s, log_q_t, reduction="batchmean", log_target=True)
         scale = soft_weight * (temperature * temperature if t2 else 1.0)
@@ -139,6 +147,11 @@ class LwF(Term):
         lam: ``lambda_o``, the weight of each old task's loss (paper: 1).
         t2: Multiply the soft term by ``T^2`` (Hinton et al. 2015). The paper's loss has no such
             factor (default ``False``); van de Ven & Tolias (2019) use it.
+        with_new_units: In class-IL, the student's softmax of the distillation also covers the
+            new task's units, whose target probability is 0 (van de Ven & Tolias 2019: the
+            teacher's distribution padded with zeros): on the new data it also pulls the new
+            classes' probabilities down. ``False`` (default): the old classes' units only, one
+            softmax over them (Li & Hoiem's old-task outputs). No effect in task- and domain-IL.
         per_old_task: Weigh a group of units by the number of old tasks it covers, so that
             every old task counts ``lam`` in every setting: task-IL's heads are one task each
             (no change), the one group of class- and domain-IL covers ``t`` old tasks at task
@@ -150,14 +163,15 @@ class LwF(Term):
     name = "lwf"
 
     def __init__(self, temperature: float = 2.0, lam: float = 1.0, t2: bool = False,
-                 per_old_task: bool = False) -> None:
+                 per_old_task: bool = False, with_new_units: bool = False) -> None:
         _check_temperature(temperature)
         if lam < 0:
             raise ValueError(f"lwf.lam must be >= 0, got {lam}")
         self.temperature, self.lam, self.t2 = temperature, lam, t2
-        self.per_old_task = per_old_task
+        self.per_old_task, self.with_new_units = per_old_task, with_new_units
         self.teacher: nn.Module | None = None
         self.groups: list[slice] = []
+        self.student_stop: int | None = None  # class-IL with_new_units: the student's last unit
         self.weights: list[float] = []
 
     def on_task_start(self, ctx: TrainContext) -> None:
@@ -171,6 +185,8 @@ class LwF(Term):
             self.groups = [slice(0, layout.offsets[t])]
         else:
             self.groups = [slice(0, layout.num_units)]
+        self.student_stop = (layout.seen_units(t).stop
+                             if self.with_new_units and layout.setting == "class" and t else None)
         covered = 1 if layout.setting == "task" else t  # old tasks behind each group
         self.weights = [self.lam * (covered if self.per_old_task else 1)] * len(self.groups)
 
@@ -180,6 +196,10 @@ class LwF(Term):
         span = slice(self.groups[0].start, self.groups[-1].stop)
         with torch.no_grad():
             teacher = self.teacher(batch.x, units=span)
+        if self.student_stop is not None:  # one group, the student over the new units too
+            student = batch.logits_for(slice(span.start, self.student_stop))
+            return kd_loss(student, teacher, temperature=self.temperature,
+                           soft_weight=self.weights[0], t2=self.t2)
         student = batch.logits_for(span)
         lo = span.start or 0
         total = student.new_zeros(())

@@ -110,3 +110,23 @@ def test_mask_restricts_the_soft_term_to_chosen_units() -> None:
 def test_bad_input_is_explained(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         kd_loss(torch.zeros(2, 3), **kwargs)
+
+
+def test_teacher_over_fewer_units_pads_its_distribution_with_zeros() -> None:
+    # van de Ven & Tolias 2019 (loss_fn_kd): the old model's softmax over the old classes,
+    # zeros appended for the new classes; the student's softmax covers all of them
+    g = torch.Generator().manual_seed(5)
+    s = torch.randn(4, 5, generator=g, requires_grad=True)
+    t = torch.randn(4, 3, generator=g)
+    T = 2.0
+    p = torch.softmax(t / T, 1)
+    log_q = torch.log_softmax(s / T, 1)
+    expected = (p * (p.log() - log_q[:, :3])).sum(1).mean() * T * T
+    loss = kd_loss(s, t, temperature=T)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert s.grad is not None and bool((s.grad[:, 3:] > 0).all())  # new units pushed down
+    with pytest.raises(ValueError, match="either a mask or a teacher over fewer units"):
+        kd_loss(s, t, mask=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="or fewer units"):
+        kd_loss(s[:, :2], t)

@@ -188,3 +188,25 @@ def test_per_old_task_weighting(synthetic: Scenario, setting: str, weights: list
     plain = LwF(lam=0.5)
     plain.on_task_start(ctx)
     assert plain.weights == [0.5] * len(weights)
+
+
+def test_with_new_units_distils_over_the_seen_units_in_class_il(synthetic: Scenario) -> None:
+    layout = Layout.for_scenario(synthetic, "class")
+    model = _model(synthetic, layout)
+    ctx = TrainContext(model=model, scenario=synthetic, layout=layout, config=_config(),
+                       task_id=2)
+    term = LwF(temperature=2.0, with_new_units=True)
+    term.on_task_start(ctx)
+    assert term.groups == [slice(0, 4)] and term.student_stop == 6
+    x = synthetic.tasks[2].train_x[:8]
+    units = layout.train_units(2)
+    full = model(x, units=units)
+    zeros = torch.zeros(8, dtype=torch.long)
+    batch = Batch(x=x, y=zeros, targets=zeros, task_ids=torch.full((8,), 2), units=units,
+                  logits=full, span=units, span_logits=full)
+    with torch.no_grad():
+        teacher = term.teacher(x, units=slice(0, 4))  # type: ignore[misc]
+    expected = kd_loss(full, teacher, temperature=2.0, t2=False)
+    assert term.loss(ctx, batch).detach().item() == pytest.approx(expected.item(), rel=1e-6)
+    # not 0 at the task's start: the new classes' probability is pulled down
+    assert expected.item() > 1e-4
