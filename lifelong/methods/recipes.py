@@ -5,4 +5,5 @@ from lifelong.methods import (
     consolidation,  # noqa: F401
     dhp,  # noqa: F401
     lwf,  # noqa: F401
+    rehearsal,  # noqa: F401
 )

@@ -131,6 +131,11 @@ class Term:
         """Everything needed to resume the term exactly (tensors, counters)."""
         return {}
 
+    def report(self) -> dict[str, Any]:
+        """What the term learned that a run's result records (JSON values; e.g. BiC's
+        ``alpha``, ``beta`` per step); empty for most terms."""
+        return {}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`state_dict`."""
         if state:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario, Task
 from lifelong.methods.base import Recipe
+from lifelong.nn.nme import classifying
 from lifelong.terms.base import Batch, CrossEntropy, Term
 
 OPTIMIZERS = ("sgd", "adam")
@@ -232,33 +233,36 @@ def evaluate(model: nn.Module, scenario: Scenario, layout: Layout, after_task: i
     Task-IL predicts among the task's own units; class-IL among the units of all tasks seen so
     far (through ``after_task``, or through the evaluated task if that is later); domain-IL among
     all units. One forward pass serves task- and class-IL, on the model's device. The model's
-    train/eval mode is restored afterwards.
+    train/eval mode is restored afterwards. The forward runs inside
+    :func:`~lifelong.nn.nme.classifying`: a layer that predicts differently from the logits it
+    trains with (nearest-mean-of-exemplars) does so here.
     """
     was_training = model.training
     model.eval()
     device = _device_of(model)
     out: dict[str, dict[int, float]] = {s: {} for s in layout.eval_settings}
-    try:
-        for j in tasks:
-            task = scenario.tasks[j]
-            correct = {s: torch.zeros((), dtype=torch.long, device=device) for s in out}
-            tu = layout.task_units(j)
-            su = layout.seen_units(max(after_task, j))
-            units = None if layout.setting == "domain" else slice(0, su.stop)
-            for i in range(0, task.num_test, batch_size):
-                x = task.inputs(task.test_x[i:i + batch_size]).to(device)
-                targets = layout.targets(j, task.test_y[i:i + batch_size]).to(device)
-                logits = model(x, units=units)
-                if layout.setting == "domain":
-                    correct["domain"] += (logits.argmax(1) == targets).sum()
-                    continue
-                pred_task = logits[:, tu].argmax(1) + tu.start
-                correct["task"] += (pred_task == targets).sum()
-                correct["class"] += (logits.argmax(1) == targets).sum()
-            for s in out:
-                out[s][j] = int(correct[s]) / max(task.num_test, 1)
-    finally:
-        model.train(was_training)
+    with classifying(model):
+        try:
+            for j in tasks:
+                task = scenario.tasks[j]
+                correct = {s: torch.zeros((), dtype=torch.long, device=device) for s in out}
+                tu = layout.task_units(j)
+                su = layout.seen_units(max(after_task, j))
+                units = None if layout.setting == "domain" else slice(0, su.stop)
+                for i in range(0, task.num_test, batch_size):
+                    x = task.inputs(task.test_x[i:i + batch_size]).to(device)
+                    targets = layout.targets(j, task.test_y[i:i + batch_size]).to(device)
+                    logits = model(x, units=units)
+                    if layout.setting == "domain":
+                        correct["domain"] += (logits.argmax(1) == targets).sum()
+                        continue
+                    pred_task = logits[:, tu].argmax(1) + tu.start
+                    correct["task"] += (pred_task == targets).sum()
+                    correct["class"] += (logits.argmax(1) == targets).sum()
+                for s in out:
+                    out[s][j] = int(correct[s]) / max(task.num_test, 1)
+        finally:
+            model.train(was_training)
     return out
 
 

@@ -311,6 +311,9 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
         print(f"lifelong: run failed: {result['error']}", file=sys.stderr, flush=True)
     if res.baseline_accuracy is not None:
         result["baseline_accuracy"] = res.baseline_accuracy
+    learned = {term.name: term.report() for term in recipe.terms if term.report()}
+    if learned:
+        result["learned"] = learned  # e.g. BiC's alpha, beta per step
     result = json_safe(result)
     if partial is not None and final is not None:
         atomic_write_text(partial / "result.json", dumps_result(result))
