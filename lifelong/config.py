@@ -57,10 +57,21 @@ HPARAM_RULES: dict[str, _Rule] = {
     "c": (lambda v: v >= 0, "must be >= 0 (the penalty's strength)"),
     "xi": _POSITIVE, "gamma": _UNIT, "eta_init": _UNIT, "alpha_init_scale": _NONNEGATIVE,
     "fisher_samples": _AT_LEAST_ONE, "samples": _AT_LEAST_ONE, "fisher_batch": _AT_LEAST_ONE,
-    "batch": _AT_LEAST_ONE,
+    "batch": _AT_LEAST_ONE, "budget": _AT_LEAST_ONE, "max_iter": _AT_LEAST_ONE,
+    "holdout": (lambda v: 0 <= v < 1, "must lie in [0, 1) (the held-out fraction)"),
+    "beta_decay": _NONNEGATIVE, "temperature": _POSITIVE,
 }
 # consolidation penalties: pointless on top of joint training, and some pairs are one penalty
 PENALTY_METHODS = ("ewc", "online-ewc", "si", "mas", "mas-local")
+# methods that keep an exemplar memory (lifelong.methods.rehearsal), and those of them that
+# already distil the previous model's outputs over the old classes
+MEMORY_METHODS = ("replay", "icarl", "bic-baseline-1", "bic-baseline-2", "bic", "bic-upper-bound")
+DISTILLING_MEMORY_METHODS = {
+    "icarl": "distils the old classes with LwF's term already",
+    "bic-baseline-2": "distils the old classes already (lambda = n/(n+m))",
+    "bic": "distils the old classes already (lambda = n/(n+m))",
+    "bic-upper-bound": "distils the old classes already (lambda = n/(n+m))",
+}
 _SAME_PENALTY = {
     frozenset({"ewc", "online-ewc"}): "two forms of one Fisher penalty (online EWC keeps one "
                                       "running Fisher instead of one per task)",
@@ -236,13 +247,18 @@ def check_composition(expr: str) -> None:
       penalty (``joint+ewc``) only holds the upper bound back;
     * ``ewc+online-ewc`` and ``mas+mas-local`` are the same penalty twice;
     * ``joint+lwf``: with every task's data at hand, distilling the previous model's responses
-      only holds the upper bound back (as a penalty does).
+      only holds the upper bound back (as a penalty does);
+    * two exemplar memories (``replay+icarl``, ``icarl+bic``: iCaRL and the BiC rows are replay
+      plus their own parts), or a memory with ``joint`` (which replays every sample already);
+    * ``lwf`` with ``icarl`` or a distilling BiC row (``bic-baseline-2``, ``bic``,
+      ``bic-upper-bound``): the old classes would be distilled twice.
 
     ``dhp+X`` (DHP-Softmax with X's penalty), ``joint+dhp`` (DHP's upper bound), pairs of
     different penalties (``ewc+si``: the sum of both), ``lwf+X`` with a penalty (``lwf+ewc``:
     distillation on the outputs and a penalty on the weights), ``dhp+lwf`` and ``lwf`` with
     ``finetune-fc`` or ``feature-extraction`` (in class-IL the shared layer's old rows still
-    move, and LwF protects them) are meaningful and allowed.
+    move, and LwF protects them) are meaningful and allowed, as are ``replay+lwf`` (LwF's
+    distillation on new samples and exemplars) and a memory with a penalty (``replay+ewc``).
     """
     parts = [p.strip() for p in expr.split("+")]
     if len(parts) < 2:
@@ -269,6 +285,21 @@ def check_composition(expr: str) -> None:
         if pair <= set(parts):
             a, b = sorted(pair)
             raise ValueError(f"method {expr!r}: {a!r} and {b!r} are {why}; use one of them")
+    memories = [p for p in parts if p in MEMORY_METHODS]
+    if "joint" in parts and memories:
+        raise ValueError(f"method {expr!r}: 'joint' trains on every sample of every task so "
+                         f"far, so the exemplar memory of {memories[0]!r} has nothing to add; "
+                         f"compare them as two methods (-m joint {memories[0]})")
+    if len(memories) > 1:
+        raise ValueError(f"method {expr!r}: {memories[0]!r} and {memories[1]!r} both keep an "
+                         "exemplar memory ('icarl' and the 'bic' rows are replay plus their own "
+                         "parts); use one of them")
+    if "lwf" in parts:
+        for p in parts:
+            if p in DISTILLING_MEMORY_METHODS:
+                raise ValueError(f"method {expr!r}: {p!r} {DISTILLING_MEMORY_METHODS[p]}; "
+                                 f"adding 'lwf' would distil them twice (use 'replay+lwf' for "
+                                 "exemplars with LwF)")
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:

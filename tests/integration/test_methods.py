@@ -63,7 +63,7 @@ def test_registry_is_not_empty_and_well_formed() -> None:
             assert dataclasses.is_dataclass(spec.default_hparams())
         recipe = build_recipe(name)
         assert recipe.name == name
-        assert recipe.data is None or recipe.data.name in ("current", "joint")
+        assert recipe.data is None or recipe.data.name in ("current", "joint", "rehearsal")
 
 
 @pytest.mark.parametrize("method, setting", CASES)
