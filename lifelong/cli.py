@@ -179,6 +179,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     overrides.update(cli_overrides)
     benchmark = args.benchmark or top.get("benchmark", "split-digits")
     get_benchmark(benchmark)
+    default_methods = not (args.methods or top.get("methods") or top.get("method"))
     methods = args.methods or top.get("methods") or top.get("method") or list_methods()
     if isinstance(methods, str):
         methods = [methods]
@@ -220,6 +221,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     scenarios: dict[Any, Any] = {}
     plans: dict[str, int] = {}
+    kept, left_out = [], []
     for cfg in configs:
         key = (repr(dataclasses.asdict(cfg.data)), cfg.seed)
         if key not in scenarios:
@@ -232,12 +234,21 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 raise
         sc = scenarios[key]
         s = cfg.setting or sc.default_setting
+        if default_methods and s not in get_method(cfg.method).settings:
+            left_out.append(cfg.method)  # e.g. iCaRL and BiC are class-IL methods
+            continue
+        kept.append(cfg)
         layout = Layout.for_scenario(sc, s)
         cfg.model.validate(layout)
         build_recipe(cfg.method, cfg.hparams, s)
         if args.resume and out_root is not None:
             plan = resume_plan(cfg, out_root, s)
             plans[plan] = plans.get(plan, 0) + 1
+    configs = kept
+    if left_out:
+        names = ", ".join(dict.fromkeys(left_out))
+        print(f"lifelong run: left out {names} (not applicable to this setting; name them "
+              "with -m and --setting class)", flush=True)
     import torch
 
     threads, threads_text = ((args.threads, f"{args.threads} torch thread"
