@@ -21,7 +21,8 @@ ORDER = ("bic-baseline-1", "bic-baseline-2", "bic", "bic-upper-bound", "finetune
 
 
 def seen_accuracy(run: dict[str, Any], setting: str) -> np.ndarray:
-    """Accuracy on all classes seen after each step: the test-size-weighted mean of ``R[i, :i+1]``."""
+    """Accuracy on all classes seen after each step: ``R[i, :i+1]``'s mean weighted by the test
+    sets' sizes."""
     R = run_matrix(run, setting)
     sizes = np.array([t["test_size"] for t in run["tasks"]], dtype=float)
     return np.array([(R[i, :i + 1] * sizes[:i + 1]).sum() / sizes[:i + 1].sum()

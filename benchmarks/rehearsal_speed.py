@@ -1,4 +1,5 @@
-"""What rehearsal costs on Split Fashion-MNIST, class-IL (``configs/split-fashion-mnist-class-il.toml``).
+"""What rehearsal costs on Split Fashion-MNIST, class-IL
+(``configs/split-fashion-mnist-class-il.toml``).
 
 1. The exemplar memory's update at each step's end (features of the step's training data plus
    herding, Rebuffi et al. 2017, Alg. 4) and BiC's second stage (logits of the held-out split
