@@ -59,7 +59,7 @@ HPARAM_RULES: dict[str, _Rule] = {
     "fisher_samples": _AT_LEAST_ONE, "samples": _AT_LEAST_ONE, "fisher_batch": _AT_LEAST_ONE,
     "batch": _AT_LEAST_ONE, "budget": _AT_LEAST_ONE, "max_iter": _AT_LEAST_ONE,
     "holdout": (lambda v: 0 <= v < 1, "must lie in [0, 1) (the held-out fraction)"),
-    "beta_decay": _NONNEGATIVE, "temperature": _POSITIVE,
+    "beta_decay": _NONNEGATIVE, "temperature": _POSITIVE, "weight_decay": _NONNEGATIVE,
 }
 # consolidation penalties: pointless on top of joint training, and some pairs are one penalty
 PENALTY_METHODS = ("ewc", "online-ewc", "si", "mas", "mas-local")

@@ -130,9 +130,12 @@ class BiCUpperBoundConfig(DistillMemoryConfig):
 
     Attributes:
         max_iter: L-BFGS iterations of the last layer's balanced retraining.
+        weight_decay: L2 weight of the retrained weights (``weight_decay / 2 ||W||^2``; without
+            it the first step's separable classes drive ``||W||`` to infinity).
     """
 
     max_iter: int = 100
+    weight_decay: float = 1e-3
 
 
 def _memory(hp: MemoryConfig, holdout: float = 0.0) -> tuple[Rehearsal, list[Term]]:
@@ -191,6 +194,6 @@ def bic(hp: BiCConfig) -> Recipe:
                  "retrained on all seen classes' data, balanced (Wu et al. 2019)")
 def bic_upper_bound(hp: BiCUpperBoundConfig) -> Recipe:
     regime, terms = _memory(hp)
+    retrain = BalancedRetrain(hp.max_iter, hp.weight_decay)
     return Recipe(name="bic-upper-bound",
-                  terms=[*terms, BiCDistillation(hp.temperature), BalancedRetrain(hp.max_iter)],
-                  data=regime)
+                  terms=[*terms, BiCDistillation(hp.temperature), retrain], data=regime)

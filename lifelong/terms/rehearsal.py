@@ -236,17 +236,21 @@ class BalancedRetrain(Term):
     random from the run's generator), with the backbone frozen in eval mode.
 
     The features are computed once (``no_grad``); the rows ``(W, b)`` are then fitted from their
-    current values by full-batch L-BFGS on the cross-entropy (a convex multinomial logistic
-    regression).
+    current values by full-batch L-BFGS on the cross-entropy plus ``weight_decay / 2 ||W||^2``
+    (a strictly convex multinomial logistic regression). The decay matters: the first step's two
+    classes are linearly separable in feature space, where the unregularised optimum is at
+    infinity (L-BFGS took ``||W||`` from 1.9 to 445 on SplitMNIST), and the next step then starts
+    from, and distils, logits hundreds of times too large.
 
     Args:
         max_iter: L-BFGS iterations.
+        weight_decay: L2 weight of the retrained rows' weights.
     """
 
     name = "fc-retrain"
 
-    def __init__(self, max_iter: int = 100) -> None:
-        self.max_iter = max_iter
+    def __init__(self, max_iter: int = 100, weight_decay: float = 1e-3) -> None:
+        self.max_iter, self.weight_decay = max_iter, weight_decay
 
     def on_task_end(self, ctx: TrainContext) -> None:
         t, layout, model = ctx.task_id, ctx.layout, ctx.model
@@ -265,7 +269,12 @@ class BalancedRetrain(Term):
         w = layer.weight[rows].detach().clone().requires_grad_(True)
         b = (layer.bias[rows].detach().clone() if layer.bias is not None
              else torch.zeros(w.shape[0], device=w.device)).requires_grad_(True)
-        _lbfgs([w, b], lambda: F.cross_entropy(F.linear(h, w, b), y), self.max_iter)
+        decay = self.weight_decay / 2
+
+        def objective() -> Tensor:
+            return F.cross_entropy(F.linear(h, w, b), y) + decay * w.square().sum()
+
+        _lbfgs([w, b], objective, self.max_iter)
         with torch.no_grad():
             layer.weight[rows] = w
             if layer.bias is not None:
