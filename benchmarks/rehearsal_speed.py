@@ -91,7 +91,7 @@ def run(method: str, overrides: dict[str, Any]) -> dict[str, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="replay/finetune rounds (0: none)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -119,6 +119,8 @@ def main() -> None:
         print(f"round {r + 1}: per training sample (optimiser steps only) finetune "
               f"{1e6 * per_sample['finetune']:.1f} us, replay {1e6 * per_sample['replay']:.1f} "
               f"us, ratio {ratios[-1]:.3f}")
+    if not ratios:
+        return
     print(f"replay / finetune per sample: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}) over {len(ratios)} rounds")
 
