@@ -2,11 +2,12 @@
 
 A run folder holds ``result.json`` (resolved config, accuracy matrices per evaluated setting,
 summary metrics, per-term loss curves, timings, versions, seed, and under ``learned`` what terms
-report through :meth:`~lifelong.terms.base.Term.report`, e.g. BiC's ``alpha``, ``beta`` per step). While it runs, the folder is
-``<name>.partial`` and holds ``checkpoint.pt`` (model, terms and results after the last finished
-task); only a finished run is renamed to its final name, so a crash never leaves a half-written
-result. A run whose loss diverges (NaN or infinite) is a finished run too: ``result.json`` says
-``"status": "failed"`` with the message, and keeps what was finished before.
+report through :meth:`~lifelong.terms.base.Term.report`, e.g. BiC's ``alpha``, ``beta`` per
+step). While it runs, the folder is ``<name>.partial`` and holds ``checkpoint.pt`` (model, terms
+and results after the last finished task); only a finished run is renamed to its final name, so
+a crash never leaves a half-written result. A run whose loss diverges (NaN or infinite) is a
+finished run too: ``result.json`` says ``"status": "failed"`` with the message, and keeps what
+was finished before.
 
 Every write is atomic (a temporary file, then ``os.replace``), so a kill at any moment leaves one
 of these, each of which ``--resume`` (:func:`resume_plan`) and ``lifelong report`` accept:
