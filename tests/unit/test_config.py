@@ -260,7 +260,7 @@ def test_toml_errors_name_the_file_in_one_line(tmp_path: Path) -> None:
         (_write(tmp_path / "odd.toml", "epochs = 3\n"), ValueError,
          ": unknown top-level key 'epochs'; valid: benchmark, method(s), setting, seed(s)"),
         (_write(tmp_path / "typo.toml", "[trian]\nlr = 1\n"), ValueError,
-         ": unknown table [trian]; valid: [data], [model], [train] or a method's name (dhp, "),
+         ": unknown table [trian]; valid: [data], [model], [train] or a method's name (bic, "),
         (_write(tmp_path / "seeds.toml", "seeds = 3\n"), ValueError,
          ": seeds must be a list, got 3"),
     ]
