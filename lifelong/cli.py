@@ -134,6 +134,9 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads (default: 1 on a machine with <= 2 cores, "
                    "torch's choice elsewhere; the header says which)")
+    r.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
+                   help="import a module (name or .py file) that registers your benchmarks or "
+                   "methods (lifelong.data.custom.register); repeatable")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides such as train.epochs=2 ewc.lam=1e7")
     sub.add_parser("list", help="list benchmarks and methods with their hyperparameters")
@@ -161,8 +164,10 @@ def _split_seeds(seeds: list[str] | None, overrides: list[str]) -> list[int] | N
 
 
 def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from lifelong.plugins import import_plugins
     from lifelong.report import format_table, summarize
 
+    import_plugins(args.imports)
     extra = list(args.overrides) + list(args.set)
     seeds = _split_seeds(args.seeds, extra)
     if args.methods:

@@ -809,11 +809,34 @@ def _verify(path: Path, expected: str, spec: DatasetSpec) -> None:
         source = (
             f" from {urls[0]}" if urls else (f" (see {spec.homepage})" if spec.homepage else "")
         )
+        other = _readable_other_file(path, spec)
+        if other is not None:
+            raise DatasetChecksumError(
+                f"{path} is not the official {spec.name!r} file: {other}, complete and readable, "
+                f"but its md5 is {actual} where the official release's is {expected}. lifelong "
+                f"loads {spec.name!r} only from the official files{source}. To train on your own "
+                "data, read it (lifelong.data.datasets.read_idx reads IDX files), turn the arrays "
+                "into a dataset with lifelong.data.custom.from_arrays and register it under a new "
+                "name with lifelong.data.custom.register (README, Your own data); move these "
+                f"files out of {path.parent}."
+            )
         raise DatasetChecksumError(
             f"Checksum mismatch for {path}: expected md5 {expected}, actual md5 {actual}. The "
             f"file is truncated or corrupted: delete it and download it again{source} "
             f"(load_dataset({spec.name!r}, download=True) or --download)."
         )
+
+
+def _readable_other_file(path: Path, spec: DatasetSpec) -> str | None:
+    """What a file whose md5 is not the registered one holds, if it reads as a complete file of
+    the dataset's format (someone else's data under the dataset's name), else ``None``."""
+    if spec.kind != "idx":
+        return None
+    try:
+        array = read_idx(path)
+    except (ValueError, OSError):
+        return None
+    return f"it holds an IDX array of shape {array.shape} ({array.dtype})"
 
 
 def _download_file(spec: DatasetSpec, remote: RemoteFile, target: Path) -> None:

@@ -210,7 +210,8 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
     Args:
         cfg: A resolved configuration (:func:`lifelong.config.make_config`).
         out_root: Folder under which the run folder is written; ``None`` writes nothing.
-        scenario: An already built scenario for the same benchmark options and seed (reuse).
+        scenario: An already built scenario of ``cfg.benchmark`` with the same options and seed
+            (reuse); one of another name is refused (its result would be filed wrongly).
         resume: Skip the run if its ``result.json`` exists (returning it, with ``"skipped":
             True``), else continue from ``<run folder>.partial/checkpoint.pt`` if a crashed or
             interrupted run of the same configuration left one (:func:`resume_plan`).
@@ -223,6 +224,12 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
     started, clock = _now(), time.perf_counter()
     if scenario is None:
         scenario = build_scenario(cfg.benchmark, cfg.data, cfg.seed)
+    elif scenario.name != cfg.benchmark:
+        raise ValueError(
+            f"execute: the scenario is {scenario.name!r} but the configuration is for benchmark "
+            f"{cfg.benchmark!r}, under whose name the result would be filed; make the "
+            f"configuration with make_config({scenario.name!r}, ...) (register your data first: "
+            "lifelong.data.custom.register)")
     setting = cfg.setting or scenario.default_setting
     layout = Layout.for_scenario(scenario, setting)
     cfg.model.validate(layout)
