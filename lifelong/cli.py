@@ -145,6 +145,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--out", default=None,
                      help="folder for PNG plots and tables (default: no files)")
     rep.add_argument("--format", choices=("text", "markdown"), default="text")
+    rep.add_argument("--html", metavar="FILE", default=None,
+                     help="also write one self-contained HTML page (tables, heatmaps, curves, "
+                     "each run's command and versions)")
     return p
 
 
@@ -341,6 +344,11 @@ def cmd_report(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.out:
         paths = write_report(runs, Path(args.out))
         print(f"\nwrote {len(paths)} files to {args.out}")
+    if args.html:
+        from lifelong.report import write_html
+
+        page = write_html(runs, args.html)
+        print(f"wrote {page} ({page.stat().st_size / 1024:.0f} KiB, self-contained)")
     return runs
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lifelong.config import RunConfig, config_difference
+from lifelong.config import RunConfig, command_line, config_difference
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario, build_scenario
 from lifelong.methods.registry import build_recipe
@@ -307,6 +307,7 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
         "losses": res.losses,
         "timings": res.timings,
         "threads": torch.get_num_threads(),
+        "command": command_line(cfg),
         "versions": versions(),
         "started_at": started,
         "finished_at": _now(),
