@@ -134,6 +134,12 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads (default: 1 on a machine with <= 2 cores, "
                    "torch's choice elsewhere; the header says which)")
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run the sweep as Ray tasks, N at a time (needs pip install "
+                   "\"lifelong[ray]\"; default: one after another in this process)")
+    r.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="run the sweep on an existing Ray cluster (the -o folder must be on "
+                   "storage every node writes to)")
     r.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
                    help="import a module (name or .py file) that registers your benchmarks or "
                    "methods (lifelong.data.custom.register); repeatable")
@@ -205,6 +211,15 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.resume and args.no_save:
         raise CLIError("--resume needs the run folders: it cannot be combined with --no-save")
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    on_ray = args.address is not None or (args.workers or 1) > 1
+    if on_ray:
+        from lifelong.train.sweep import RAY_MISSING, ray_available
+
+        if not ray_available():
+            flag = f"--workers {args.workers}" if args.address is None else "--address"
+            raise CLIError(f"{flag} {RAY_MISSING}")
     method_source = ("-m " + " ".join(args.methods) if args.methods else
                      "the configuration files' methods" if top.get("methods") or top.get("method")
                      else "the default methods")
@@ -265,7 +280,18 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        results = _run_all(configs, scenarios, out_root, args.resume)
+        if on_ray:
+            from lifelong.train.sweep import run_on_ray
+
+            jobs = [(c, scenarios[(repr(dataclasses.asdict(c.data)), c.seed)]) for c in configs]
+            print(f"on Ray: {args.workers or len(configs)} run(s) at a time"
+                  + (f" on the cluster at {args.address}" if args.address else
+                     " (a local Ray, started for this sweep)"), flush=True)
+            results = run_on_ray(jobs, out_root, args.resume, args.workers or len(configs),
+                                 args.address, threads, args.imports,
+                                 on_result=lambda i, c, r: _print_result(i, len(configs), c, r))
+        else:
+            results = _run_all(configs, scenarios, out_root, args.resume)
     finally:
         torch.set_num_threads(threads_before)
     print()
@@ -283,20 +309,24 @@ def _run_all(configs: list[Any], scenarios: dict[Any, Any], out_root: str | None
     for i, cfg in enumerate(configs):
         key = (repr(dataclasses.asdict(cfg.data)), cfg.seed)
         res = execute(cfg, out_root, scenario=scenarios[key], resume=resume)
-        where = f" -> {res['path']}" if "path" in res else ""
-        if res.get("status") == "failed":
-            print(f"[{i + 1}/{len(configs)}] FAILED: {res['error']}{where}", flush=True)
-        else:
-            s = res["summary"][res["setting"]]
-            acc = s.get("average_accuracy")
-            acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
-            how = ("finished before, skipped" if res.get("skipped")
-                   else f"in {res['timings']['total_s']:.1f}s")
-            print(f"[{i + 1}/{len(configs)}] {cfg.method} on {cfg.benchmark} "
-                  f"({res['setting']}-IL, seed {cfg.seed}): average accuracy {acc_text} "
-                  f"{how}{where}", flush=True)
+        _print_result(i, len(configs), cfg, res)
         results.append(res)
     return results
+
+
+def _print_result(i: int, n: int, cfg: Any, res: dict[str, Any]) -> None:
+    """The line of a finished run: ``[i/n] method on benchmark (...): average accuracy ...``."""
+    where = f" -> {res['path']}" if "path" in res else ""
+    if res.get("status") == "failed":
+        print(f"[{i + 1}/{n}] FAILED: {res['error']}{where}", flush=True)
+        return
+    s = res["summary"][res["setting"]]
+    acc = s.get("average_accuracy")
+    acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
+    how = ("finished before, skipped" if res.get("skipped")
+           else f"in {res['timings']['total_s']:.1f}s")
+    print(f"[{i + 1}/{n}] {cfg.method} on {cfg.benchmark} ({res['setting']}-IL, seed {cfg.seed}): "
+          f"average accuracy {acc_text} {how}{where}", flush=True)
 
 
 def _hparam_lines(hp_type: type | None) -> list[str]:

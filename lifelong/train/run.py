@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -155,11 +155,13 @@ def _remove_leftovers(final: Path) -> None:
 
 
 def resume_plan(cfg: RunConfig, out_root: str | Path, setting: str, device: Any = "cpu",
-                check_checkpoint: bool = True) -> str:
+                check_checkpoint: bool = True, partial_only: bool = False) -> str:
     """What ``--resume`` does with this run: ``finished`` (its ``result.json`` exists: skipped),
     ``continue`` (from ``<run>.partial/checkpoint.pt``) or ``start``. With ``check_checkpoint``
     a checkpoint is loaded and checked too (:func:`load_checkpoint`); without, only its presence
-    counts (for a caller that loads it next anyway).
+    counts (for a caller that loads it next anyway). With ``partial_only`` only the run's
+    ``.partial`` folder counts, not a finished folder of an earlier sweep (a sweep re-running a
+    run whose worker died).
 
     Raises:
         ValueError: One line naming the file and what to do, when a result or checkpoint cannot
@@ -168,7 +170,8 @@ def resume_plan(cfg: RunConfig, out_root: str | Path, setting: str, device: Any 
     final = Path(out_root) / run_dir_name(cfg, setting)
     partial = final.with_name(final.name + ".partial")
     mine = {**cfg.to_dict(), "setting": setting}
-    for folder in (partial, final):  # a result in <run>.partial is the newer one: killed
+    for folder in (partial,) if partial_only else (partial, final):  # <run>.partial's result
+        # is the newer one: killed
         path = folder / "result.json"  # between writing it and moving the folder into place
         if path.is_file():
             diff = config_difference(mine, read_result(path).get("config") or {})
@@ -204,7 +207,7 @@ def run_dir_name(cfg: RunConfig, setting: str) -> Path:
 
 
 def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scenario | None = None,
-            resume: bool = False) -> dict[str, Any]:
+            resume: bool | Literal["partial"] = False) -> dict[str, Any]:
     """Runs ``cfg``: builds scenario, layout, recipe and model, trains, evaluates, saves.
 
     Args:
@@ -215,6 +218,8 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
         resume: Skip the run if its ``result.json`` exists (returning it, with ``"skipped":
             True``), else continue from ``<run folder>.partial/checkpoint.pt`` if a crashed or
             interrupted run of the same configuration left one (:func:`resume_plan`).
+            ``"partial"``: only continue from (or install) the run's own ``.partial`` folder,
+            ignoring a finished folder of an earlier sweep (a sweep's re-run of a dead worker).
 
     Returns:
         The result dictionary that ``result.json`` holds (``"status"`` is ``finished`` or
@@ -245,7 +250,8 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
 
     state = None
     if partial is not None and final is not None and resume:
-        plan = resume_plan(cfg, out_root or ".", setting, check_checkpoint=False)
+        plan = resume_plan(cfg, out_root or ".", setting, check_checkpoint=False,
+                           partial_only=resume == "partial")
         if plan == "finished":
             if (partial / "result.json").is_file():  # killed before its folder was renamed
                 (partial / "checkpoint.pt").unlink(missing_ok=True)
