@@ -134,6 +134,10 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads (default: 1 on a machine with <= 2 cores, "
                    "torch's choice elsewhere; the header says which)")
+    r.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="also write TensorBoard logs (loss curves, accuracy after each task, the "
+                   "accuracy matrix) to DIR/<benchmark>/<setting>/<method>/seed<k> (needs pip "
+                   "install \"lifelong[tensorboard]\")")
     r.add_argument("--workers", type=int, default=None, metavar="N",
                    help="run the sweep as Ray tasks, N at a time (needs pip install "
                    "\"lifelong[ray]\"; default: one after another in this process)")
@@ -207,6 +211,11 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         overrides["train.progress"] = "off"
     if args.device is not None:
         overrides["train.device"] = args.device
+    if args.tensorboard is not None:
+        from lifelong.train.tensorboard import check_tensorboard
+
+        check_tensorboard()
+        overrides["train.tensorboard"] = str(Path(args.tensorboard).resolve())
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.resume and args.no_save:

@@ -34,7 +34,7 @@ TOP_KEYS: dict[str, type] = {"benchmark": str, "method": str, "methods": list, "
 # a later file's ``method`` replaces an earlier ``methods`` (and ``seed`` ``seeds``), and back
 _ALTERNATIVE = {"method": "methods", "methods": "method", "seed": "seeds", "seeds": "seed"}
 # options that change neither the training nor its numbers: a run may be resumed across them
-RESUME_IGNORED = ("train.progress", "data.data_dir", "data.download")
+RESUME_IGNORED = ("train.progress", "train.tensorboard", "data.data_dir", "data.download")
 
 # Checks of single values, applied where the value is set so that the message names the option
 # and the value as the user wrote them (``ewc.lam must be >= 0, got -5``, not the internal -2.5).

@@ -275,7 +275,18 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
     lines = cfg.train.progress != "off"
     last_step = [int(state["step"]) if state is not None else 0]
 
+    board = None
+    if cfg.train.tensorboard:
+        from lifelong.train.tensorboard import TensorBoardLog
+
+        board = TensorBoardLog(Path(cfg.train.tensorboard) / run_dir_name(cfg, setting),
+                               [t.name for t in scenario.tasks],
+                               f"{cfg.method} on {cfg.benchmark}, seed {cfg.seed}",
+                               command_line(cfg), since_step=last_step[0])
+
     def checkpoint(state: dict[str, Any]) -> None:
+        if board is not None:
+            board.task_done(state)
         if lines:
             print(_task_line(label, state, last_step[0], len(scenario.tasks),
                              time.perf_counter() - clock), file=sys.stderr, flush=True)
@@ -295,6 +306,9 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
             raise
         failure, res = error, error.result
         res.timings["total_s"] = res.timings["train_s"] + res.timings["eval_s"]
+    finally:
+        if board is not None:
+            board.close()
     baseline = res.baseline_accuracy or {}
     result: dict[str, Any] = {
         "format": FORMAT,
