@@ -1,6 +1,8 @@
-"""Sweeps on Ray (``lifelong run --workers N``): the same run folders and accuracy matrices as the
-sequential run, finished runs skipped by ``--resume``, a worker killed mid-run re-run from its
-checkpoint, and a clear message where Ray is not installed. One Ray session serves the module."""
+"""Ray: sweeps (``lifelong run --workers N``) write the same run folders and accuracy matrices as
+the sequential run, skip finished runs with ``--resume`` and re-run a worker killed mid-run from
+its checkpoint; ``lifelong tune`` searches on validation splits and writes a TOML file that
+``lifelong run -c`` takes; clear messages where Ray is not installed. One Ray session serves the
+module (starting Ray takes seconds)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
+import torch
 
 from lifelong.cli import CLIError, main
+from lifelong.data.scenarios import BenchmarkOptions, build_scenario
 
 GRID = ["-b", "split-digits", "-m", "finetune", "ewc", "--seeds", "0", "1", "--quiet",
         "train.epochs=1", "model.hidden=[16]"]
@@ -106,3 +111,51 @@ def test_workers_without_ray_say_how_to_install_it(monkeypatch: pytest.MonkeyPat
     assert "[1/" not in capsys.readouterr().out  # refused before any training
     with pytest.raises(CLIError, match="--workers must be >= 1, got 0"):
         main(["run", *GRID, "--no-save", "--workers", "0"])
+
+
+def test_validation_scenario_holds_out_training_data_and_no_test_data() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install \"lifelong[tune]\")")
+    from lifelong.train.tune import validation_scenario
+
+    sc = build_scenario("split-digits", BenchmarkOptions(), 0)
+    val = validation_scenario(sc, 0.25, seed=0)
+    for task, held in zip(sc.tasks, val.tasks):
+        assert held.num_train + held.num_test == task.num_train  # train split in two
+        # every validation row is a training row of the task (none is a test row)
+        rows = torch.cat([held.train_x, held.test_x]).flatten(1)
+        assert torch.equal(rows.unique(dim=0), task.train_x.flatten(1).unique(dim=0))
+        for c in task.classes:  # stratified: ceil(0.25 n_c) of every class held out
+            n = int((task.train_y == c).sum())
+            assert int((held.test_y == c).sum()) == -(-n // 4)
+    assert "validation" in val.info and val.name == sc.name
+
+
+def test_tune_writes_a_config_that_run_takes(ray_session: Any, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "best.toml"
+    res = main(["tune", "-b", "split-digits", "-m", "ewc", "--param", "ewc.lam=loguniform(1,1e4)",
+                "--trials", "3", "-o", str(out), "train.epochs=1", "model.hidden=[16]"])
+    assert len(res["trials"]) == 3 and 1 <= res["best"]["ewc.lam"] <= 1e4
+    assert res["val_accuracy"] == max(r["val_accuracy"] for r in res["trials"]
+                                      if r["tasks"] == 5)
+    doc = tomllib.loads(out.read_text())
+    assert doc["benchmark"] == "split-digits" and doc["method"] == "ewc"
+    assert doc["ewc"]["lam"] == pytest.approx(res["best"]["ewc.lam"])
+    assert doc["train"]["epochs"] == 1 and doc["model"]["hidden"] == [16]
+    assert "the test set was not read" in out.read_text()
+    run = main(["run", "-c", str(out), "--no-save", "--quiet"])[0]
+    assert run["config"]["ewc"]["lam"] == pytest.approx(res["best"]["ewc.lam"])
+    assert "test set is not read" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("param, message", [
+    ("ewc.lam=loguniform(0,10)", "--param ewc.lam=loguniform(0,10): need 0 < low < high"),
+    ("ewc.lam=normal(1,2)", "expected KEY=DIST(ARGS) with DIST one of loguniform, uniform, "
+                            "randint, choice, grid"),
+    ("ewc.lamm=uniform(1,2)", "unknown option 'ewc.lamm'"),
+])
+def test_tune_refuses_bad_parameters_before_any_trial(param: str, message: str) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install \"lifelong[tune]\")")
+    with pytest.raises(ValueError) as info:
+        main(["tune", "-m", "ewc", "--param", param])
+    assert message in str(info.value)
