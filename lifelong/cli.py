@@ -170,6 +170,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    "(default 0.2)")
     t.add_argument("--workers", type=int, default=None, metavar="N",
                    help="trials at once (default: one per CPU)")
+    t.add_argument("--early-stop", action="store_true",
+                   help="stop poor trials after a task (ASHA on the validation accuracy after "
+                   "each task); off by default, early tasks say little about forgetting")
     t.add_argument("--address", default=None, metavar="HOST:PORT", help="a Ray cluster to use")
     t.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
                    help="import a module (name or .py file) that registers benchmarks/methods")
@@ -463,14 +466,14 @@ def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
           + ", ".join(args.param) + f", seed {seed}, validation = {args.validation:g} of each "
           "task's training data (the test set is not read)", flush=True)
     best, accuracy, rows = tune(cfg, scenario, space, args.trials, args.validation,
-                                args.imports, args.address, args.workers)
+                                args.imports, args.address, args.workers, args.early_stop)
     width = max(len(k) for k in space)
     print("\ntrials (validation average accuracy after the last task trained):")
     for row in sorted(rows, key=lambda r: -r["val_accuracy"]):
         values = "  ".join(f"{k}={row['config'][k]:<{width}.6g}" if isinstance(
             row["config"][k], float) else f"{k}={row['config'][k]}" for k in space)
-        stopped = "" if row["tasks"] == len(scenario.tasks) else \
-            f"  (stopped after task {row['tasks']})"
+        stopped = ("  (diverged)" if row["diverged"] else "" if row["tasks"] == len(
+            scenario.tasks) else f"  (stopped after task {row['tasks']})")
         print(f"  {100 * row['val_accuracy']:6.2f}%  {values}{stopped}")
     out = Path(args.out or f"tuned-{benchmark}-{method}.toml")
     resolved = cfg.to_dict()  # the fixed options as the trials used them (typed, not strings)

@@ -114,7 +114,6 @@ def test_workers_without_ray_say_how_to_install_it(monkeypatch: pytest.MonkeyPat
 
 
 def test_validation_scenario_holds_out_training_data_and_no_test_data() -> None:
-    pytest.importorskip("ray", reason="Ray is not installed (pip install \"lifelong[tune]\")")
     from lifelong.train.tune import validation_scenario
 
     sc = build_scenario("split-digits", BenchmarkOptions(), 0)
@@ -159,3 +158,14 @@ def test_tune_refuses_bad_parameters_before_any_trial(param: str, message: str) 
     with pytest.raises(ValueError) as info:
         main(["tune", "-m", "ewc", "--param", param])
     assert message in str(info.value)
+
+
+def test_tune_without_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("ray") else real(name, *a))
+    with pytest.raises(CLIError, match=r'lifelong tune runs on Ray Tune, which is not installed '
+                                       r'here: pip install "lifelong\[tune\]"'):
+        main(["tune", "-m", "ewc", "--param", "ewc.lam=loguniform(1,10)"])
