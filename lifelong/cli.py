@@ -182,7 +182,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    "tuned-<benchmark>-<method>.toml)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="fixed options for every trial, e.g. train.epochs=2")
-    sub.add_parser("list", help="list benchmarks and methods with their hyperparameters")
+    lst = sub.add_parser("list", help="list benchmarks and methods with their hyperparameters")
+    lst.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
+                     help="import a module (name or .py file) that registers benchmarks/methods")
     rep = sub.add_parser("report", help="tables and plots from saved runs")
     rep.add_argument("paths", nargs="+", help="run folders or folders containing them")
     rep.add_argument("-o", "--out", default=None,
@@ -382,8 +384,11 @@ def _hparam_lines(hp_type: type | None) -> list[str]:
     return lines
 
 
-def cmd_list(_: argparse.Namespace) -> dict[str, Any]:
+def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     from lifelong.data.scenarios import BenchmarkOptions
+    from lifelong.plugins import import_plugins
+
+    import_plugins(getattr(args, "imports", []))
     from lifelong.nn.model import ModelConfig
     from lifelong.train.loop import TrainConfig
 

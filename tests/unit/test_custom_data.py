@@ -150,6 +150,8 @@ def test_import_flag_loads_a_file_that_registers_a_benchmark(tmp_path: Path) -> 
         "x = rng.normal(size=(80, 3)) + 3 * y[:, None]\n"
         "custom.register('plugin-bench', custom.from_arrays(x, y), tasks=[[0], [1]],\n"
         "                defaults={'train.epochs': 1})\n")
+    listed = main(["list", "--import", str(plugin)])
+    assert "plugin-bench" in listed["benchmarks"]
     res = main(["run", "--import", str(plugin), "-b", "plugin-bench", "-m", "finetune",
                 "--quiet", "--no-save"])
     assert res[0]["benchmark"] == "plugin-bench" and len(res[0]["tasks"]) == 2
