@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -134,14 +135,64 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads (default: 1 on a machine with <= 2 cores, "
                    "torch's choice elsewhere; the header says which)")
+    r.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="also write TensorBoard logs (loss curves, accuracy after each task, the "
+                   "accuracy matrix) to DIR/<benchmark>/<setting>/<method>/seed<k> (needs pip "
+                   "install \"lifelong[tensorboard]\")")
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run the sweep as Ray tasks, N at a time (needs pip install "
+                   "\"lifelong[ray]\"; default: one after another in this process)")
+    r.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="run the sweep on an existing Ray cluster (the -o folder must be on "
+                   "storage every node writes to)")
+    r.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
+                   help="import a module (name or .py file) that registers your benchmarks or "
+                   "methods (lifelong.data.custom.register); repeatable")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides such as train.epochs=2 ewc.lam=1e7")
-    sub.add_parser("list", help="list benchmarks and methods with their hyperparameters")
+    t = sub.add_parser("tune", help="search hyperparameters on validation splits (Ray Tune)",
+                       description="Search a method's hyperparameters with Ray Tune on a "
+                       "validation split carved from each task's training data (the test set is "
+                       "never read), and write the best configuration as a TOML file for "
+                       "lifelong run -c FILE.")
+    t.add_argument("-b", "--benchmark", help="benchmark name (default split-digits)")
+    t.add_argument("-m", "--method", help="method expression, e.g. ewc or dhp+si")
+    t.add_argument("-p", "--param", action="append", default=[], metavar="KEY=DIST(ARGS)",
+                   help="a searched value: loguniform(lo,hi), uniform(lo,hi), randint(lo,hi), "
+                   "choice(a,b,..) or grid(a,b,..), e.g. ewc.lam=loguniform(1,1e8); repeatable")
+    t.add_argument("--trials", type=int, default=16, help="sampled configurations (default 16)")
+    t.add_argument("-s", "--setting", choices=("task", "domain", "class"))
+    t.add_argument("--seed", type=int, default=None, help="seed of the trials (default 0)")
+    t.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
+                   help="TOML configuration file(s), as for lifelong run")
+    t.add_argument("--validation", type=float, default=0.2, metavar="FRACTION",
+                   help="fraction of each class of each task's training data held out "
+                   "(default 0.2)")
+    t.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="trials at once (default: one per CPU)")
+    t.add_argument("--early-stop", action="store_true",
+                   help="stop poor trials after a task (ASHA on the validation accuracy after "
+                   "each task); off by default, early tasks say little about forgetting")
+    t.add_argument("--address", default=None, metavar="HOST:PORT", help="a Ray cluster to use")
+    t.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
+                   help="import a module (name or .py file) that registers benchmarks/methods")
+    t.add_argument("--data-dir", help="directory looked in first for dataset files")
+    t.add_argument("-o", "--out", default=None, metavar="FILE",
+                   help="where to write the best configuration (default "
+                   "tuned-<benchmark>-<method>.toml)")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="fixed options for every trial, e.g. train.epochs=2")
+    lst = sub.add_parser("list", help="list benchmarks and methods with their hyperparameters")
+    lst.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
+                     help="import a module (name or .py file) that registers benchmarks/methods")
     rep = sub.add_parser("report", help="tables and plots from saved runs")
     rep.add_argument("paths", nargs="+", help="run folders or folders containing them")
     rep.add_argument("-o", "--out", default=None,
                      help="folder for PNG plots and tables (default: no files)")
     rep.add_argument("--format", choices=("text", "markdown"), default="text")
+    rep.add_argument("--html", metavar="FILE", default=None,
+                     help="also write one self-contained HTML page (tables, heatmaps, curves, "
+                     "each run's command and versions)")
     return p
 
 
@@ -161,8 +212,10 @@ def _split_seeds(seeds: list[str] | None, overrides: list[str]) -> list[int] | N
 
 
 def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from lifelong.plugins import import_plugins
     from lifelong.report import format_table, summarize
 
+    import_plugins(args.imports)
     extra = list(args.overrides) + list(args.set)
     seeds = _split_seeds(args.seeds, extra)
     if args.methods:
@@ -194,10 +247,24 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         overrides["train.progress"] = "off"
     if args.device is not None:
         overrides["train.device"] = args.device
+    if args.tensorboard is not None:
+        from lifelong.train.tensorboard import check_tensorboard
+
+        check_tensorboard()
+        overrides["train.tensorboard"] = str(Path(args.tensorboard).resolve())
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.resume and args.no_save:
         raise CLIError("--resume needs the run folders: it cannot be combined with --no-save")
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    on_ray = args.address is not None or (args.workers or 1) > 1
+    if on_ray:
+        from lifelong.train.sweep import RAY_MISSING, ray_available
+
+        if not ray_available():
+            flag = f"--workers {args.workers}" if args.address is None else "--address"
+            raise CLIError(f"{flag} {RAY_MISSING}")
     method_source = ("-m " + " ".join(args.methods) if args.methods else
                      "the configuration files' methods" if top.get("methods") or top.get("method")
                      else "the default methods")
@@ -268,7 +335,18 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        results = _run_all(configs, scenarios, out_root, args.resume)
+        if on_ray:
+            from lifelong.train.sweep import run_on_ray
+
+            jobs = [(c, scenarios[(repr(dataclasses.asdict(c.data)), c.seed)]) for c in configs]
+            print(f"on Ray: {args.workers or len(configs)} run(s) at a time"
+                  + (f" on the cluster at {args.address}" if args.address else
+                     " (a local Ray, started for this sweep)"), flush=True)
+            results = run_on_ray(jobs, out_root, args.resume, args.workers or len(configs),
+                                 args.address, threads, args.imports,
+                                 on_result=lambda i, c, r: _print_result(i, len(configs), c, r))
+        else:
+            results = _run_all(configs, scenarios, out_root, args.resume)
     finally:
         torch.set_num_threads(threads_before)
     print()
@@ -286,20 +364,24 @@ def _run_all(configs: list[Any], scenarios: dict[Any, Any], out_root: str | None
     for i, cfg in enumerate(configs):
         key = (repr(dataclasses.asdict(cfg.data)), cfg.seed)
         res = execute(cfg, out_root, scenario=scenarios[key], resume=resume)
-        where = f" -> {res['path']}" if "path" in res else ""
-        if res.get("status") == "failed":
-            print(f"[{i + 1}/{len(configs)}] FAILED: {res['error']}{where}", flush=True)
-        else:
-            s = res["summary"][res["setting"]]
-            acc = s.get("average_accuracy")
-            acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
-            how = ("finished before, skipped" if res.get("skipped")
-                   else f"in {res['timings']['total_s']:.1f}s")
-            print(f"[{i + 1}/{len(configs)}] {cfg.method} on {cfg.benchmark} "
-                  f"({res['setting']}-IL, seed {cfg.seed}): average accuracy {acc_text} "
-                  f"{how}{where}", flush=True)
+        _print_result(i, len(configs), cfg, res)
         results.append(res)
     return results
+
+
+def _print_result(i: int, n: int, cfg: Any, res: dict[str, Any]) -> None:
+    """The line of a finished run: ``[i/n] method on benchmark (...): average accuracy ...``."""
+    where = f" -> {res['path']}" if "path" in res else ""
+    if res.get("status") == "failed":
+        print(f"[{i + 1}/{n}] FAILED: {res['error']}{where}", flush=True)
+        return
+    s = res["summary"][res["setting"]]
+    acc = s.get("average_accuracy")
+    acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
+    how = ("finished before, skipped" if res.get("skipped")
+           else f"in {res['timings']['total_s']:.1f}s")
+    print(f"[{i + 1}/{n}] {cfg.method} on {cfg.benchmark} ({res['setting']}-IL, seed {cfg.seed}): "
+          f"average accuracy {acc_text} {how}{where}", flush=True)
 
 
 def _hparam_lines(hp_type: type | None) -> list[str]:
@@ -313,8 +395,11 @@ def _hparam_lines(hp_type: type | None) -> list[str]:
     return lines
 
 
-def cmd_list(_: argparse.Namespace) -> dict[str, Any]:
+def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     from lifelong.data.scenarios import BenchmarkOptions
+    from lifelong.plugins import import_plugins
+
+    import_plugins(getattr(args, "imports", []))
     from lifelong.nn.model import ModelConfig
     from lifelong.train.loop import TrainConfig
 
@@ -347,13 +432,88 @@ def cmd_report(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.out:
         paths = write_report(runs, Path(args.out))
         print(f"\nwrote {len(paths)} files to {args.out}")
+    if args.html:
+        from lifelong.report import write_html
+
+        page = write_html(runs, args.html)
+        print(f"wrote {page} ({page.stat().st_size / 1024:.0f} KiB, self-contained)")
     return runs
+
+
+def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
+    """``lifelong tune``: returns ``{"best": values, "val_accuracy": .., "trials": [..],
+    "path": written TOML}``."""
+    import copy
+    import importlib.util
+
+    from lifelong.config import apply_overrides
+    from lifelong.plugins import import_plugins
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.tune") is None:
+        raise CLIError("lifelong tune runs on Ray Tune, which is not installed here: pip install "
+                       "\"lifelong[tune]\" (or pip install \"ray[tune]\" optuna)")
+    from lifelong.train.tune import parse_space, tune, write_toml
+
+    import_plugins(args.imports)
+    if not args.param:
+        raise CLIError("name at least one value to search: --param KEY=DIST(ARGS), e.g. "
+                       "--param ewc.lam=loguniform(1,1e8)")
+    if args.trials < 1:
+        raise CLIError(f"--trials must be >= 1, got {args.trials}")
+    top, overrides = load_configs(args.config)
+    overrides.update(_parse_overrides(list(args.overrides)))
+    if args.data_dir:
+        overrides["data.data_dir"] = args.data_dir
+    benchmark = args.benchmark or top.get("benchmark", "split-digits")
+    method = args.method or top.get("method") or (top.get("methods") or [None])[0]
+    if not method:
+        raise CLIError("name the method to tune with -m METHOD")
+    method = normalize_method(method)
+    seed = args.seed if args.seed is not None else int(top.get("seed", 0))
+    setting = args.setting or top.get("setting")
+    cfg = make_config(benchmark, method, seed, setting, overrides)
+    cfg.train.progress = "off"
+    space = parse_space(args.param)
+    for key, domain in space.items():  # a wrong key or value fails now, not in every trial
+        sample = domain["grid_search"][0] if isinstance(domain, dict) else domain.sample()
+        apply_overrides(copy.deepcopy(cfg), {key: sample})
+    scenario = build_scenario(cfg.benchmark, cfg.data, cfg.seed)
+    print(f"lifelong tune: {method} on {benchmark}, {args.trials} trial(s) of "
+          + ", ".join(args.param) + f", seed {seed}, validation = {args.validation:g} of each "
+          "task's training data (the test set is not read)", flush=True)
+    best, accuracy, rows = tune(cfg, scenario, space, args.trials, args.validation,
+                                args.imports, args.address, args.workers, args.early_stop)
+    width = max(len(k) for k in space)
+    print("\ntrials (validation average accuracy after the last task trained):")
+    for row in sorted(rows, key=lambda r: -r["val_accuracy"]):
+        values = "  ".join(f"{k}={row['config'][k]:<{width}.6g}" if isinstance(
+            row["config"][k], float) else f"{k}={row['config'][k]}" for k in space)
+        stopped = ("  (diverged)" if row["diverged"] else "" if row["tasks"] == len(
+            scenario.tasks) else f"  (stopped after task {row['tasks']})")
+        print(f"  {100 * row['val_accuracy']:6.2f}%  {values}{stopped}")
+    out = Path(args.out or f"tuned-{benchmark}-{method}.toml")
+    resolved = cfg.to_dict()  # the fixed options as the trials used them (typed, not strings)
+    fixed = {k: resolved[k.split(".")[0]][k.split(".", 1)[1]] for k in overrides
+             if k not in ("data.data_dir", "data.download", "train.progress")
+             and isinstance(resolved.get(k.split(".")[0]), dict)}
+    top_out = {"benchmark": benchmark, "method": method, "setting": setting}
+    path = write_toml(out, top_out, {**fixed, **best}, comment=[
+        shlex.join(["lifelong", *args.argv]),
+        f"best of {len(rows)} trials: validation average accuracy {100 * accuracy:.2f}% (seed "
+        f"{seed}, {args.validation:g} of each task's training data held out; the test set was "
+        "not read)",
+        f"run it on the test set: lifelong run -c {out} --seeds 0 1 2"])
+    print("\nbest: " + " ".join(f"{k}={v}" for k, v in best.items())
+          + f" (validation {100 * accuracy:.2f}%); wrote {path}")
+    return {"best": best, "val_accuracy": accuracy, "trials": rows, "path": str(path)}
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Runs the command line with ``argv`` and returns the command's result."""
     args = _build_parser().parse_args(argv)
-    return {"run": cmd_run, "list": cmd_list, "report": cmd_report}[args.command](args)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for records
+    return {"run": cmd_run, "list": cmd_list, "report": cmd_report,
+            "tune": cmd_tune}[args.command](args)
 
 
 def failed_runs(result: Any) -> list[dict[str, Any]]:

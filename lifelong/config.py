@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import shlex
 import types
 import typing
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ TOP_KEYS: dict[str, type] = {"benchmark": str, "method": str, "methods": list, "
 # a later file's ``method`` replaces an earlier ``methods`` (and ``seed`` ``seeds``), and back
 _ALTERNATIVE = {"method": "methods", "methods": "method", "seed": "seeds", "seeds": "seed"}
 # options that change neither the training nor its numbers: a run may be resumed across them
-RESUME_IGNORED = ("train.progress", "data.data_dir", "data.download")
+RESUME_IGNORED = ("train.progress", "train.tensorboard", "data.data_dir", "data.download")
 
 # Checks of single values, applied where the value is set so that the message names the option
 # and the value as the user wrote them (``ewc.lam must be >= 0, got -5``, not the internal -2.5).
@@ -461,3 +462,35 @@ def make_config(benchmark: str, method: str, seed: int = 0, setting: str | None 
         if hp is not None and callable(getattr(hp, "validate", None)):
             hp.validate()
     return cfg
+
+
+def _cli_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value), separators=(",", ":"))
+    return str(value)
+
+
+def command_line(cfg: RunConfig) -> str:
+    """The ``lifelong run`` command that reproduces ``cfg``: benchmark, method, seed, setting and
+    every option that differs from the benchmark's protocol and the defaults (recorded in each
+    run's ``result.json`` as ``command``; options of :data:`RESUME_IGNORED` are left out).
+
+    Example:
+        ``lifelong run -b split-digits -m ewc --seeds 0 train.epochs=2 ewc.lam=1000.0``
+    """
+    base = comparable_config(make_config(cfg.benchmark, cfg.method, cfg.seed).to_dict())
+    mine = comparable_config(cfg.to_dict())
+    words = ["lifelong", "run", "-b", cfg.benchmark, "-m", cfg.method, "--seeds", str(cfg.seed)]
+    if cfg.setting is not None:
+        words += ["-s", cfg.setting]
+    for section, values in mine.items():
+        if not isinstance(values, dict):
+            continue
+        for name, value in values.items():
+            if (base.get(section) or {}).get(name) != value:
+                words.append(f"{section}.{name}={_cli_value(value)}")
+    return shlex.join(words)

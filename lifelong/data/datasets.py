@@ -9,13 +9,15 @@ Where the files are looked for, in this order (first complete set wins):
 
 1. the explicit ``data_dir`` argument (CLI: ``--data-dir``);
 2. each directory in the environment variable ``LIFELONG_DATA`` (``os.pathsep``-separated);
-3. the user cache ``$XDG_CACHE_HOME/lifelong`` (default ``~/.cache/lifelong``).
+3. the user cache (:func:`user_cache_dir`, from platformdirs: ``$XDG_CACHE_HOME/lifelong``,
+   default ``~/.cache/lifelong``, on Linux).
 
 Within each of these roots the files may live in ``<root>/<name>/`` (preferred, e.g.
 ``<root>/mnist/train-images-idx3-ubyte.gz``), directly in ``<root>/``, or in torchvision's
 layout ``<root>/MNIST/raw/``. Every file's md5 is checked before it is read. With
 ``download=True`` missing files are fetched into ``<data_dir>/<name>/`` (or the user cache) from
-the registered mirrors, md5-checked, and moved into place atomically.
+the registered mirrors by pooch: md5-checked, retried, with a progress bar on a terminal, and
+moved into place atomically.
 
 References:
     LeCun, Bottou, Bengio & Haffner 1998, "Gradient-based learning applied to document
@@ -34,11 +36,9 @@ import gzip
 import hashlib
 import os
 import pickle
+import re
 import sys
 import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -47,7 +47,6 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 __all__ = [
     "DATASETS",
@@ -662,13 +661,13 @@ def get_spec(name: str | DatasetSpec) -> DatasetSpec:
 
 
 def user_cache_dir() -> Path:
-    """Return the user cache root ``$XDG_CACHE_HOME/lifelong`` (default ``~/.cache/lifelong``).
-
-    Per the XDG base-directory spec an empty or relative ``XDG_CACHE_HOME`` is ignored.
+    """Return the user cache root (platformdirs): on Linux ``$XDG_CACHE_HOME/lifelong``
+    (default ``~/.cache/lifelong``; an empty or relative ``XDG_CACHE_HOME`` is ignored), on
+    macOS ``~/Library/Caches/lifelong``, on Windows ``%LOCALAPPDATA%\\lifelong\\Cache``.
     """
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "lifelong"
+    import platformdirs
+
+    return platformdirs.user_cache_path("lifelong", appauthor=False)
 
 
 def search_roots(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -809,6 +808,17 @@ def _verify(path: Path, expected: str, spec: DatasetSpec) -> None:
         source = (
             f" from {urls[0]}" if urls else (f" (see {spec.homepage})" if spec.homepage else "")
         )
+        other = _readable_other_file(path, spec)
+        if other is not None:
+            raise DatasetChecksumError(
+                f"{path} is not the official {spec.name!r} file: {other}, complete and readable, "
+                f"but its md5 is {actual} where the official release's is {expected}. lifelong "
+                f"loads {spec.name!r} only from the official files{source}. To train on your own "
+                "data, read it (lifelong.data.datasets.read_idx reads IDX files), turn the arrays "
+                "into a dataset with lifelong.data.custom.from_arrays and register it under a new "
+                "name with lifelong.data.custom.register (README, Your own data); move these "
+                f"files out of {path.parent}."
+            )
         raise DatasetChecksumError(
             f"Checksum mismatch for {path}: expected md5 {expected}, actual md5 {actual}. The "
             f"file is truncated or corrupted: delete it and download it again{source} "
@@ -816,45 +826,42 @@ def _verify(path: Path, expected: str, spec: DatasetSpec) -> None:
         )
 
 
+def _readable_other_file(path: Path, spec: DatasetSpec) -> str | None:
+    """What a file whose md5 is not the registered one holds, if it reads as a complete file of
+    the dataset's format (someone else's data under the dataset's name), else ``None``."""
+    if spec.kind != "idx":
+        return None
+    try:
+        array = read_idx(path)
+    except (ValueError, OSError):
+        return None
+    return f"it holds an IDX array of shape {array.shape} ({array.dtype})"
+
+
+#: How often pooch tries a mirror again after a failed or corrupted download (1 s, 2 s ... apart).
+DOWNLOAD_RETRIES = 2
+
+
 def _download_file(spec: DatasetSpec, remote: RemoteFile, target: Path) -> None:
-    """Fetch ``remote`` into ``target``, trying each mirror; rename into place after md5 check."""
+    """Fetch ``remote`` into ``target`` with pooch (md5-checked, retried, progress bar on a
+    terminal, written atomically), trying each mirror in order."""
+    import pooch
+    import requests
+
     failures: list[str] = []
     for url in spec.urls(remote.filename):
-        tmp_name: str | None = None
+        fetcher = pooch.create(path=target, base_url="", urls={remote.filename: url},
+                               registry={remote.filename: f"md5:{remote.md5}"},
+                               retry_if_failed=DOWNLOAD_RETRIES)
         try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                digest = hashlib.md5(usedforsecurity=False)
-                with (
-                    tempfile.NamedTemporaryFile(
-                        dir=target, prefix=f".{remote.filename}.", suffix=".part", delete=False
-                    ) as tmp,
-                    tqdm(
-                        total=total,
-                        unit="B",
-                        unit_scale=True,
-                        unit_divisor=1024,
-                        desc=remote.filename,
-                        disable=not sys.stderr.isatty(),
-                    ) as progress,
-                ):
-                    tmp_name = tmp.name
-                    while block := response.read(1 << 16):
-                        tmp.write(block)
-                        digest.update(block)
-                        progress.update(len(block))
-            actual = digest.hexdigest()
-            if actual != remote.md5.lower():
-                failures.append(f"{url}: md5 {actual} != expected {remote.md5}")
-                continue
-            os.replace(tmp_name, target / remote.filename)
-            tmp_name = None
+            fetcher.fetch(remote.filename, progressbar=sys.stderr.isatty())
             return
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except ValueError as error:  # pooch: hash mismatch (or a protocol it cannot fetch)
+            got = re.search(r"but got '?([0-9a-f]{32})", str(error))
+            failures.append(f"{url}: md5 {got.group(1)} != expected {remote.md5}" if got
+                            else f"{url}: {error}")
+        except (OSError, requests.RequestException) as error:
             failures.append(f"{url}: {error}")
-        finally:
-            if tmp_name is not None and os.path.exists(tmp_name):
-                os.unlink(tmp_name)
     raise DatasetDownloadError(
         f"Could not download {remote.filename} for dataset {spec.name!r}:\n  "
         + "\n  ".join(failures or ["no mirrors registered"])
@@ -868,8 +875,9 @@ def download_dataset(
 ) -> Path:
     """Download the dataset's missing files into ``<data_dir>/<name>/`` or the user cache.
 
-    Each file is streamed to a temporary file in the target directory, md5-checked, then renamed
-    atomically; mirrors are tried in order. Files already present are left alone.
+    Each file is fetched by pooch into a temporary file in the target directory, md5-checked
+    (retried :data:`DOWNLOAD_RETRIES` times), then renamed atomically; mirrors are tried in
+    order. Files already present are left alone.
 
     Args:
         name: Registered name or a :class:`DatasetSpec`.

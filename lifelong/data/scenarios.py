@@ -241,11 +241,42 @@ def _stratified_subset(y: Tensor, fraction: float, gen: torch.Generator) -> Tens
     return torch.sort(order[rank < keep[ys]]).values
 
 
-def _relabel(y: Tensor, order: Tensor) -> Tensor:
-    """Maps dataset labels so that ``order[k]`` becomes label ``k``."""
-    lut = torch.empty_like(order)
+def _relabel(y: Tensor, order: Tensor, num_classes: int) -> Tensor:
+    """Maps dataset labels so that ``order[k]`` becomes label ``k`` (-1 for labels not in
+    ``order``)."""
+    lut = torch.full((num_classes,), -1, dtype=torch.long)
     lut[order] = torch.arange(order.shape[0])
     return lut[y]
+
+
+def check_class_groups(groups: Sequence[Sequence[int]], num_classes: int, name: str
+                       ) -> list[tuple[int, ...]]:
+    """User-given tasks as class groups: non-empty, disjoint, labels in ``[0, num_classes)``.
+
+    Raises:
+        ValueError: Naming the benchmark and the offending group.
+    """
+    out: list[tuple[int, ...]] = []
+    seen: dict[int, int] = {}
+    if isinstance(groups, (str, bytes)) or len(groups) == 0:
+        raise ValueError(f"{name}: tasks must be a non-empty list of class groups, e.g. "
+                         f"[[0, 1], [2, 3]], got {groups!r}")
+    for t, group in enumerate(groups):
+        if isinstance(group, (int, str)) or len(group) == 0:
+            raise ValueError(f"{name}: task {t} must be a non-empty list of class labels, got "
+                             f"{group!r}")
+        labels = []
+        for c in group:
+            if isinstance(c, bool) or int(c) != c or not 0 <= int(c) < num_classes:
+                raise ValueError(f"{name}: task {t} names class {c!r}; classes are integers in "
+                                 f"[0, {num_classes})")
+            if int(c) in seen:
+                raise ValueError(f"{name}: class {int(c)} is in task {seen[int(c)]} and in task "
+                                 f"{t}; tasks must not share classes")
+            seen[int(c)] = t
+            labels.append(int(c))
+        out.append(tuple(labels))
+    return out
 
 
 def split_scenario(
@@ -254,32 +285,56 @@ def split_scenario(
     options: BenchmarkOptions,
     seed: int,
     default_tasks: int,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> Scenario:
     """Split benchmark: the classes are divided into disjoint groups, one task per group.
 
     Labels are renumbered in class order, so task ``t`` of a 10-class, 5-task split holds labels
     ``2t`` and ``2t+1``; ``info['class_order']`` records the original label of each new label.
     Supports the task-, domain- (label = position within the task) and class-incremental settings.
+
+    Args:
+        ds: The dataset.
+        name: The scenario's (benchmark's) name.
+        options: ``data.*`` options (``n_tasks``, ``class_order``, ``normalize`` ...).
+        seed: Draws the class order (``class_order="random"``) and the training subsets.
+        default_tasks: Number of tasks when ``options.n_tasks`` is not set.
+        groups: User-given tasks: the dataset labels of each task, in task order (e.g.
+            ``[[0, 1], [2, 3, 4]]``); groups may differ in size (domain-IL then refuses) and
+            classes in no group are left out. ``class_order`` does not apply.
     """
     gen = torch.Generator().manual_seed(seed)
-    n_tasks = options.n_tasks or default_tasks
-    if ds.num_classes % n_tasks != 0:
-        raise ValueError(
-            f"{name}: {ds.num_classes} classes cannot be split evenly into {n_tasks} tasks; "
-            "choose data.n_tasks among the divisors of "
-            f"{ds.num_classes}: "
-            f"{[d for d in range(1, ds.num_classes + 1) if ds.num_classes % d == 0]}"
-        )
-    if options.class_order == "random":
-        order = torch.randperm(ds.num_classes, generator=gen)
+    bounds: list[tuple[int, int]] = []
+    if groups is not None:
+        checked = check_class_groups(groups, ds.num_classes, name)
+        if options.n_tasks is not None and options.n_tasks != len(checked):
+            raise ValueError(f"{name}: data.n_tasks={options.n_tasks} but the benchmark's tasks "
+                             f"are {len(checked)} given class groups; leave data.n_tasks unset")
+        order = torch.tensor([c for g in checked for c in g], dtype=torch.long)
+        for g in checked:
+            lo = bounds[-1][1] if bounds else 0
+            bounds.append((lo, lo + len(g)))
     else:
-        order = torch.arange(ds.num_classes)
+        n_tasks = options.n_tasks or default_tasks
+        if ds.num_classes % n_tasks != 0:
+            raise ValueError(
+                f"{name}: {ds.num_classes} classes cannot be split evenly into {n_tasks} tasks; "
+                "choose data.n_tasks among the divisors of "
+                f"{ds.num_classes}: "
+                f"{[d for d in range(1, ds.num_classes + 1) if ds.num_classes % d == 0]}"
+            )
+        if options.class_order == "random":
+            order = torch.randperm(ds.num_classes, generator=gen)
+        else:
+            order = torch.arange(ds.num_classes)
+        per = ds.num_classes // n_tasks
+        bounds = [(t * per, (t + 1) * per) for t in range(n_tasks)]
+    n_tasks = len(bounds)
     train_x, test_x, info = _to_float(ds, options.normalize)
-    train_y, test_y = _relabel(ds.train_y, order), _relabel(ds.test_y, order)
-    per = ds.num_classes // n_tasks
+    train_y = _relabel(ds.train_y, order, ds.num_classes)
+    test_y = _relabel(ds.test_y, order, ds.num_classes)
     tasks = []
-    for t in range(n_tasks):
-        lo, hi = t * per, (t + 1) * per
+    for t, (lo, hi) in enumerate(bounds):
         tr = torch.nonzero((train_y >= lo) & (train_y < hi)).squeeze(1)
         te = torch.nonzero((test_y >= lo) & (test_y < hi)).squeeze(1)
         tr = tr[_stratified_subset(train_y[tr], options.train_fraction, gen)]
@@ -296,11 +351,13 @@ def split_scenario(
             )
         )
     info.update(class_order=order.tolist(), n_tasks=n_tasks, seed=seed)
+    if groups is not None:
+        info["groups"] = [list(g) for g in checked]
     return Scenario(
         name=name,
         tasks=tuple(tasks),
         input_shape=tuple(ds.train_x.shape[1:]),
-        num_classes=ds.num_classes,
+        num_classes=int(order.shape[0]),
         class_names=tuple(ds.class_names[int(c)] for c in order),
         settings=SETTINGS,
         default_setting="task",
@@ -502,6 +559,7 @@ _split(
     needs_download=False,
 )
 _split("split-mnist", "mnist", 5, "MNIST in 5 two-class tasks (0/1, 2/3, ...)", DHP_SPLIT_PROTOCOL)
+_split("split-kmnist", "kmnist", 5, "Kuzushiji-MNIST in 5 two-class tasks", DHP_SPLIT_PROTOCOL)
 _split(
     "split-fashion-mnist", "fashion-mnist", 5, "Fashion-MNIST in 5 two-class tasks",
     DHP_SPLIT_PROTOCOL,

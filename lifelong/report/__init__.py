@@ -5,10 +5,12 @@ Typical use::
     runs = load_runs(["runs/"])
     print(format_table(summarize(runs)))
     write_report(runs, "report/")
+    write_html(runs, "report.html")            # one self-contained page
 """
 
 from __future__ import annotations
 
+from lifelong.report.html import render_html, write_html
 from lifelong.report.plots import (
     plot_accuracy_matrix,
     plot_average_accuracy,
@@ -42,10 +44,12 @@ __all__ = [
     "plot_accuracy_matrix",
     "plot_average_accuracy",
     "plot_losses",
+    "render_html",
     "run_matrix",
     "run_settings",
     "summarize",
     "validate_run",
+    "write_html",
     "write_report",
     "zoom_limits",
 ]

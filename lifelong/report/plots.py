@@ -42,12 +42,7 @@ def zoom_limits(values: Any, step: float = 5.0, floor: float = 0.0, ceiling: flo
 
 
 def _save_png(figure: Figure, path: str | Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, png_bytes(figure))
 
 
 def plot_accuracy_matrix(
@@ -73,6 +68,13 @@ def plot_accuracy_matrix(
     Raises:
         ValueError: On a malformed matrix or a wrong number of task names.
     """
+    return _save_png(accuracy_matrix_figure(R, title, task_names), path)
+
+
+def accuracy_matrix_figure(R: Any, title: str, task_names: Sequence[str] | None = None
+                           ) -> Figure:
+    """The figure of :func:`plot_accuracy_matrix` (for callers that render it elsewhere, e.g.
+    TensorBoard)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -102,7 +104,16 @@ def plot_accuracy_matrix(
     axes.set_xlabel("evaluated on task")
     axes.set_ylabel("after training on task")
     axes.set_title(title)
-    return _save_png(figure, path)
+    return figure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """``figure`` rendered as PNG (Agg canvas, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
 
 
 def _curve_stack(entries: Sequence[Any], setting: str | None, label: str) -> np.ndarray:

@@ -73,6 +73,11 @@ class TrainConfig:
         progress: ``auto`` (a bar on a terminal, quiet otherwise), ``on`` or ``off``.
         device: Where data, model and every term's tensors live: ``auto`` (CUDA when
             available, else the CPU), ``cpu``, ``cuda`` (or ``cuda:N``) or ``mps``.
+        tensorboard: Folder of TensorBoard logs (``--tensorboard DIR``): the run writes each
+            term's loss curve, the accuracy on every task after each task and the accuracy
+            matrix as an image to ``DIR/<benchmark>/<setting>/<method>/seed<k>``
+            (:mod:`lifelong.train.tensorboard`; needs the ``tensorboard`` package). ``None``:
+            none. The run folder stays the record; this is for watching.
     """
 
     optimizer: str = "sgd"
@@ -89,6 +94,7 @@ class TrainConfig:
     log_every: int = 50
     progress: str = "auto"
     device: str = "auto"
+    tensorboard: str | None = None
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:

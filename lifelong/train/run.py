@@ -27,12 +27,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from lifelong.config import RunConfig, config_difference
+from lifelong.config import RunConfig, command_line, config_difference
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario, build_scenario
 from lifelong.methods.registry import build_recipe
@@ -157,11 +157,13 @@ def _remove_leftovers(final: Path) -> None:
 
 
 def resume_plan(cfg: RunConfig, out_root: str | Path, setting: str, device: Any = "cpu",
-                check_checkpoint: bool = True) -> str:
+                check_checkpoint: bool = True, partial_only: bool = False) -> str:
     """What ``--resume`` does with this run: ``finished`` (its ``result.json`` exists: skipped),
     ``continue`` (from ``<run>.partial/checkpoint.pt``) or ``start``. With ``check_checkpoint``
     a checkpoint is loaded and checked too (:func:`load_checkpoint`); without, only its presence
-    counts (for a caller that loads it next anyway).
+    counts (for a caller that loads it next anyway). With ``partial_only`` only the run's
+    ``.partial`` folder counts, not a finished folder of an earlier sweep (a sweep re-running a
+    run whose worker died).
 
     Raises:
         ValueError: One line naming the file and what to do, when a result or checkpoint cannot
@@ -170,7 +172,8 @@ def resume_plan(cfg: RunConfig, out_root: str | Path, setting: str, device: Any 
     final = Path(out_root) / run_dir_name(cfg, setting)
     partial = final.with_name(final.name + ".partial")
     mine = {**cfg.to_dict(), "setting": setting}
-    for folder in (partial, final):  # a result in <run>.partial is the newer one: killed
+    for folder in (partial,) if partial_only else (partial, final):  # <run>.partial's result
+        # is the newer one: killed
         path = folder / "result.json"  # between writing it and moving the folder into place
         if path.is_file():
             diff = config_difference(mine, read_result(path).get("config") or {})
@@ -206,16 +209,19 @@ def run_dir_name(cfg: RunConfig, setting: str) -> Path:
 
 
 def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scenario | None = None,
-            resume: bool = False) -> dict[str, Any]:
+            resume: bool | Literal["partial"] = False) -> dict[str, Any]:
     """Runs ``cfg``: builds scenario, layout, recipe and model, trains, evaluates, saves.
 
     Args:
         cfg: A resolved configuration (:func:`lifelong.config.make_config`).
         out_root: Folder under which the run folder is written; ``None`` writes nothing.
-        scenario: An already built scenario for the same benchmark options and seed (reuse).
+        scenario: An already built scenario of ``cfg.benchmark`` with the same options and seed
+            (reuse); one of another name is refused (its result would be filed wrongly).
         resume: Skip the run if its ``result.json`` exists (returning it, with ``"skipped":
             True``), else continue from ``<run folder>.partial/checkpoint.pt`` if a crashed or
             interrupted run of the same configuration left one (:func:`resume_plan`).
+            ``"partial"``: only continue from (or install) the run's own ``.partial`` folder,
+            ignoring a finished folder of an earlier sweep (a sweep's re-run of a dead worker).
 
     Returns:
         The result dictionary that ``result.json`` holds (``"status"`` is ``finished`` or
@@ -225,6 +231,12 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
     started, clock = _now(), time.perf_counter()
     if scenario is None:
         scenario = build_scenario(cfg.benchmark, cfg.data, cfg.seed)
+    elif scenario.name != cfg.benchmark:
+        raise ValueError(
+            f"execute: the scenario is {scenario.name!r} but the configuration is for benchmark "
+            f"{cfg.benchmark!r}, under whose name the result would be filed; make the "
+            f"configuration with make_config({scenario.name!r}, ...) (register your data first: "
+            "lifelong.data.custom.register)")
     setting = cfg.setting or scenario.default_setting
     layout = Layout.for_scenario(scenario, setting)
     cfg.model.validate(layout)
@@ -240,7 +252,8 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
 
     state = None
     if partial is not None and final is not None and resume:
-        plan = resume_plan(cfg, out_root or ".", setting, check_checkpoint=False)
+        plan = resume_plan(cfg, out_root or ".", setting, check_checkpoint=False,
+                           partial_only=resume == "partial")
         if plan == "finished":
             if (partial / "result.json").is_file():  # killed before its folder was renamed
                 (partial / "checkpoint.pt").unlink(missing_ok=True)
@@ -264,7 +277,18 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
     lines = cfg.train.progress != "off"
     last_step = [int(state["step"]) if state is not None else 0]
 
+    board = None
+    if cfg.train.tensorboard:
+        from lifelong.train.tensorboard import TensorBoardLog
+
+        board = TensorBoardLog(Path(cfg.train.tensorboard) / run_dir_name(cfg, setting),
+                               [t.name for t in scenario.tasks],
+                               f"{cfg.method} on {cfg.benchmark}, seed {cfg.seed}",
+                               command_line(cfg), since_step=last_step[0])
+
     def checkpoint(state: dict[str, Any]) -> None:
+        if board is not None:
+            board.task_done(state)
         if lines:
             print(_task_line(label, state, last_step[0], len(scenario.tasks),
                              time.perf_counter() - clock), file=sys.stderr, flush=True)
@@ -284,6 +308,9 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
             raise
         failure, res = error, error.result
         res.timings["total_s"] = res.timings["train_s"] + res.timings["eval_s"]
+    finally:
+        if board is not None:
+            board.close()
     baseline = res.baseline_accuracy or {}
     result: dict[str, Any] = {
         "format": FORMAT,
@@ -302,6 +329,7 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
         "losses": res.losses,
         "timings": res.timings,
         "threads": torch.get_num_threads(),
+        "command": command_line(cfg),
         "versions": versions(),
         "started_at": started,
         "finished_at": _now(),

@@ -28,3 +28,14 @@ def test_readme_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> 
     printed = capsys.readouterr().out.split()
     accuracy = float(printed[0])
     assert 0.5 < accuracy <= 1.0  # split-digits, 5 two-class tasks: well above chance
+
+
+def test_readme_own_data_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """'Your own data': arrays the library does not ship, registered by name, run by the CLI."""
+    blocks = [b for b in _python_blocks() if "custom.register" in b]
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "README.md own-data block", "exec"), {})
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()[-2:]]
+    assert [line[0] for line in lines] == ["finetune", "ewc"]
+    for _, task_il, class_il in lines:
+        assert 0.8 < float(task_il) <= 1.0 and 0.3 < float(class_il) < float(task_il)

@@ -7,13 +7,17 @@ Real-data tests find MNIST / Fashion-MNIST only through the environment variable
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
+import http.server
 import os
 import pickle
 import shutil
 import struct
 import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -334,19 +338,35 @@ def test_digits_has_no_data_dir() -> None:
 # ---------------------------------------------------------------------------- download
 
 
+@pytest.fixture
+def http_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``tmp_path`` served over HTTP on 127.0.0.1 (pooch fetches http/https, not file://);
+    returns the base URL. No retries, so a bad mirror fails at once."""
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(ds, "DOWNLOAD_RETRIES", 0)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        pass
+
+
 def test_download_into_cache_with_mirror_fallback(
-    fake_idx, isolated_env: Path, tmp_path: Path
+    fake_idx, isolated_env: Path, tmp_path: Path, http_root: str
 ) -> None:
     spec, source, arrays = fake_idx
     corrupted = tmp_path / "corrupted"
     place(source, corrupted)
     for name in IDX_NAMES:
         (corrupted / name).write_bytes(b"garbage")
-    mirrors = (
-        (tmp_path / "nowhere").as_uri() + "/",
-        corrupted.as_uri() + "/",
-        source.as_uri() + "/",
-    )
+    mirrors = (f"{http_root}/nowhere/", f"{http_root}/corrupted/", f"{http_root}/source/")
     spec = dataclasses.replace(spec, mirrors=mirrors)
     with pytest.raises(DatasetNotFoundError):
         ds.load_dataset(spec)
@@ -357,15 +377,16 @@ def test_download_into_cache_with_mirror_fallback(
     )  # no .part left
 
 
-def test_download_into_data_dir_and_failure(fake_idx, isolated_env: Path, tmp_path: Path) -> None:
+def test_download_into_data_dir_and_failure(fake_idx, isolated_env: Path, tmp_path: Path,
+                                            http_root: str) -> None:
     spec, source, _ = fake_idx
-    good = dataclasses.replace(spec, mirrors=(source.as_uri(),))
+    good = dataclasses.replace(spec, mirrors=(f"{http_root}/source",))
     assert ds.download_dataset(good, data_dir=tmp_path / "dl") == tmp_path / "dl" / "fake"
     assert md5(tmp_path / "dl" / "fake" / IDX_NAMES[0]) == spec.files[0].md5
     bad_source = tmp_path / "bad"
     bad_source.mkdir()
     (bad_source / IDX_NAMES[0]).write_bytes(b"not it")
-    bad = dataclasses.replace(spec, mirrors=(bad_source.as_uri(),))
+    bad = dataclasses.replace(spec, mirrors=(f"{http_root}/bad",))
     with pytest.raises(
         DatasetDownloadError, match=r"md5 [0-9a-f]{32} != expected " + spec.files[0].md5
     ):
