@@ -194,13 +194,15 @@ class LwF(Term):
         if self.teacher is None or not self.groups:
             return None
         span = slice(self.groups[0].start, self.groups[-1].stop)
+        student = batch.logits_for(span if self.student_stop is None
+                                   else slice(span.start, self.student_stop))
+        if not student.requires_grad:  # nothing it could move (the warm-up): no teacher pass
+            return None
         with torch.no_grad():
             teacher = self.teacher(batch.x, units=span)
         if self.student_stop is not None:  # one group, the student over the new units too
-            student = batch.logits_for(slice(span.start, self.student_stop))
             return kd_loss(student, teacher, temperature=self.temperature,
                            soft_weight=self.weights[0], t2=self.t2)
-        student = batch.logits_for(span)
         lo = span.start or 0
         total = student.new_zeros(())
         for g, w in zip(self.groups, self.weights):  # one softmax per old head (a few tasks)

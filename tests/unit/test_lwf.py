@@ -210,3 +210,25 @@ def test_with_new_units_distils_over_the_seen_units_in_class_il(synthetic: Scena
     assert term.loss(ctx, batch).detach().item() == pytest.approx(expected.item(), rel=1e-6)
     # not 0 at the task's start: the new classes' probability is pulled down
     assert expected.item() > 1e-4
+
+
+def test_no_teacher_pass_when_the_old_units_cannot_move(synthetic: Scenario) -> None:
+    # LwF's warm-up freezes the backbone and the old heads: the distillation would be a constant
+    layout = Layout.for_scenario(synthetic, "task")
+    model = _model(synthetic, layout)
+    ctx = TrainContext(model=model, scenario=synthetic, layout=layout, config=_config(),
+                       task_id=1)
+    term = LwF()
+    term.on_task_start(ctx)
+    calls = []
+    assert term.teacher is not None
+    term.teacher.register_forward_hook(lambda *_: calls.append(1))
+    x = synthetic.tasks[1].train_x[:4]
+    full = model(x, units=slice(0, 4))
+    zeros = torch.zeros(4, dtype=torch.long)
+    for logits, expect_loss in ((full.detach(), False), (full, True)):
+        batch = Batch(x=x, y=zeros, targets=zeros, task_ids=torch.ones(4, dtype=torch.long),
+                      units=slice(2, 4), logits=logits[:, 2:], span=slice(0, 4),
+                      span_logits=logits)
+        assert (term.loss(ctx, batch) is not None) == expect_loss
+    assert len(calls) == 1
