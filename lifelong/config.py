@@ -47,6 +47,7 @@ VALUE_RULES: dict[str, _Rule] = {
     "train.lr": _POSITIVE, "train.momentum": _NONNEGATIVE, "train.weight_decay": _NONNEGATIVE,
     "train.batch_size": _AT_LEAST_ONE, "train.eval_batch_size": _AT_LEAST_ONE,
     "train.log_every": _AT_LEAST_ONE, "train.epochs": _NONNEGATIVE,
+    "train.later_epochs": _NONNEGATIVE,
     "train.iterations": _NONNEGATIVE, "train.betas": (lambda v: all(0 <= b < 1 for b in v),
                                                       "must lie in [0, 1)"),
     "model.dropout": (lambda v: 0 <= v < 1, "must lie in [0, 1)"),

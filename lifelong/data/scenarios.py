@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,6 +120,10 @@ class BenchmarkOptions:
         imbalance_low: Imbalanced PermutedMNIST: lower end of the per-class keep fraction range.
         imbalance_high: Imbalanced PermutedMNIST: upper end of the per-class keep fraction range.
         max_angle: Rotated benchmarks: task ``t`` is rotated by ``t * max_angle / n_tasks`` degrees.
+        base_classes: Few-shot class-incremental benchmarks (``fscil-*``): classes of the base
+            session (``None``: the benchmark's default).
+        ways: ``fscil-*``: new classes per few-shot session (N-way).
+        shots: ``fscil-*``: training samples per new class (K-shot), drawn once from the seed.
         data_dir: Directory looked in first for dataset files (then ``$LIFELONG_DATA``, then the
             user cache).
         download: Download missing dataset files into the cache (canonical URLs, md5 checked).
@@ -131,6 +136,9 @@ class BenchmarkOptions:
     imbalance_low: float = 0.1
     imbalance_high: float = 1.0
     max_angle: float = 180.0
+    base_classes: int | None = None
+    ways: int | None = None
+    shots: int | None = None
     data_dir: str | None = None
     download: bool = False
 
@@ -141,6 +149,10 @@ class BenchmarkOptions:
             raise ValueError(
                 f"data.class_order must be 'natural' or 'random', got {self.class_order!r}"
             )
+        for key in ("base_classes", "ways", "shots"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"data.{key} must be a positive integer, got {value}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"data.train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0.0 < self.imbalance_low <= self.imbalance_high <= 1.0:
@@ -225,20 +237,34 @@ def _to_float(ds: ArrayDataset, normalize: bool) -> tuple[Tensor, Tensor, dict[s
     return train, test, info
 
 
-def _stratified_subset(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
-    """Indices keeping ``fraction`` of each class (at least one sample per class), sorted."""
-    if fraction >= 1.0:
-        return torch.arange(y.shape[0])
+def _random_rank(y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """A random order of the samples and, in it, each sample's rank within its class:
+    ``(order, rank, counts)`` with ``rank[i]`` for sample ``order[i]`` (vectorised with a stable
+    sort) and ``counts`` the class sizes."""
     order = torch.randperm(y.shape[0], generator=gen)
     ys = y[order]
-    # rank of every sample within its class, in the random order: vectorised with a stable sort
     sort_idx = torch.sort(ys, stable=True).indices
     counts = torch.bincount(ys)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(sort_idx)
     rank[sort_idx] = torch.arange(ys.shape[0]) - starts[ys[sort_idx]]
+    return order, rank, counts
+
+
+def _stratified_subset(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
+    """Indices keeping ``fraction`` of each class (at least one sample per class), sorted."""
+    if fraction >= 1.0:
+        return torch.arange(y.shape[0])
+    order, rank, counts = _random_rank(y, gen)
     keep = torch.ceil(counts.double() * fraction).long().clamp_min(1)
-    return torch.sort(order[rank < keep[ys]]).values
+    return torch.sort(order[rank < keep[y[order]]]).values
+
+
+def _per_class_sample(y: Tensor, k: int, gen: torch.Generator) -> Tensor:
+    """Indices of ``k`` samples of every class in ``y``, drawn at random without replacement
+    (sorted)."""
+    order, rank, _ = _random_rank(y, gen)
+    return torch.sort(order[rank < k]).values
 
 
 def _relabel(y: Tensor, order: Tensor, num_classes: int) -> Tensor:
@@ -519,6 +545,164 @@ def dataset_sequence_scenario(
     )
 
 
+def fscil_scenario(ds: ArrayDataset, name: str, options: BenchmarkOptions, seed: int,
+                   base_classes: int, ways: int, shots: int, sessions: int) -> Scenario:
+    """Few-shot class-incremental benchmark (Tao et al. 2020, "Few-Shot Class-Incremental
+    Learning", Sec. 3): a base session with ``base_classes`` classes and all their training
+    samples, then sessions of ``ways`` new classes with ``shots`` training samples each.
+
+    Task 0 is the base session, task ``t > 0`` the ``t``-th few-shot session; each task's test
+    set holds every test sample of its classes, so class-IL evaluation after session ``t`` covers
+    all classes seen so far (:func:`lifelong.metrics.seen_accuracy_curve` gives the protocol's
+    accuracy on their union). The class order (``data.class_order``) and the shots are drawn
+    once from the seed; ``info['shots']`` records the training indices of every session's
+    shots. ``data.train_fraction`` thins the base session only. ``data.n_tasks``,
+    ``data.base_classes``, ``data.ways`` and ``data.shots`` override the defaults given here
+    (``sessions`` counts the base session too). Class-incremental only.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    sessions = options.n_tasks or sessions
+    base = options.base_classes or base_classes
+    ways = options.ways or ways
+    shots = options.shots or shots
+    needed = base + ways * (sessions - 1)
+    if needed > ds.num_classes:
+        raise ValueError(
+            f"{name}: {base} base classes + {sessions - 1} sessions of {ways} new classes need "
+            f"{needed} classes, but {ds.name} has {ds.num_classes}; lower data.n_tasks, "
+            "data.base_classes or data.ways"
+        )
+    if options.class_order == "random":
+        order = torch.randperm(ds.num_classes, generator=gen)
+    else:
+        order = torch.arange(ds.num_classes)
+    train_x, test_x, info = _to_float(ds, options.normalize)
+    train_y, test_y = _relabel(ds.train_y, order), _relabel(ds.test_y, order)
+    tasks, drawn = [], []
+    for t in range(sessions):
+        lo, hi = (0, base) if t == 0 else (base + (t - 1) * ways, base + t * ways)
+        tr = torch.nonzero((train_y >= lo) & (train_y < hi)).squeeze(1)
+        te = torch.nonzero((test_y >= lo) & (test_y < hi)).squeeze(1)
+        if t == 0:
+            tr = tr[_stratified_subset(train_y[tr], options.train_fraction, gen)]
+        else:
+            smallest = int(torch.bincount(train_y[tr] - lo, minlength=ways).min())
+            if smallest < shots:
+                raise ValueError(f"{name}: data.shots={shots} but a class of session {t} has "
+                                 f"only {smallest} training samples")
+            tr = tr[_per_class_sample(train_y[tr], shots, gen)]
+            drawn.append(tr.tolist())
+        names = [ds.class_names[int(order[c])] for c in range(lo, hi)]
+        tasks.append(Task(id=t, name="base" if t == 0 else "/".join(names),
+                          classes=tuple(range(lo, hi)), train_x=train_x[tr],
+                          train_y=train_y[tr], test_x=test_x[te], test_y=test_y[te]))
+    info.update(class_order=order.tolist(), n_tasks=sessions, seed=seed, base_classes=base,
+                ways=ways, shots=shots, shots_drawn=drawn)
+    return Scenario(
+        name=name,
+        tasks=tuple(tasks),
+        input_shape=tuple(ds.train_x.shape[1:]),
+        num_classes=needed,
+        class_names=tuple(ds.class_names[int(c)] for c in order[:needed]),
+        settings=("class",),
+        default_setting="class",
+        info=info,
+    )
+
+
+FSCIL_CIFAR100_SESSIONS = 9  # Tao et al. 2020: 60 base classes + 8 sessions of 5-way 5-shot
+
+
+def read_index_list(path: Path) -> Tensor:
+    """One integer per line (blank lines ignored), as int64; a clear error for anything else."""
+    try:
+        values = [int(line) for line in path.read_text().split() if line.strip()]
+    except ValueError as error:
+        raise ValueError(f"{path} is not an index list (one integer per line): {error}") from None
+    return torch.tensor(values, dtype=torch.long)
+
+
+def find_fscil_lists(data_dir: str | None, dataset: str = "cifar100") -> Path:
+    """The folder of the published FSCIL index lists of ``dataset`` (``session_1.txt`` ...,
+    ``test_1.txt`` ...): ``<root>/fscil/<dataset>`` or ``<root>/../fscil/<dataset>`` for every
+    data root (``data.data_dir``, ``$LIFELONG_DATA``, the cache); the shared layout keeps
+    ``fscil/`` beside ``data/``.
+
+    Raises:
+        FileNotFoundError: Naming every folder looked in and the files expected.
+    """
+    from lifelong.data.datasets import search_roots
+
+    looked = []
+    for root in search_roots(data_dir):
+        for folder in (root / "fscil" / dataset, root.parent / "fscil" / dataset):
+            if (folder / "session_1.txt").is_file():
+                return folder
+            looked.append(str(folder))
+    raise FileNotFoundError(
+        f"the FSCIL index lists of {dataset} (session_1.txt ... session_9.txt, test_1.txt ... "
+        f"test_9.txt; Tao et al. 2020, github.com/xyutao/fscil data/index_list/{dataset}) were "
+        f"not found; looked in: {', '.join(dict.fromkeys(looked))}. Put them in "
+        f"<LIFELONG_DATA>/fscil/{dataset}/ or pass --data-dir"
+    )
+
+
+def fscil_from_lists(ds: ArrayDataset, name: str, options: BenchmarkOptions,
+                     train_lists: list[Tensor], test_lists: list[Tensor]) -> Scenario:
+    """FSCIL scenario from published index lists (Tao et al. 2020): session ``t``'s training
+    samples are ``ds.train_x[train_lists[t]]`` and its test samples ``ds.test_x[test_lists[t]]``
+    (the lists index the dataset's arrays in file order). Each session's classes are the labels
+    its training indices hold; the lists fix the classes and shots, so ``data.class_order`` must
+    be ``natural`` and ``data.base_classes/ways/shots/n_tasks`` unset (or equal to the lists').
+    ``data.train_fraction`` thins the base session only.
+    """
+    if options.class_order != "natural":
+        raise ValueError(f"{name}: the published index lists fix the class order; "
+                         "data.class_order must be 'natural'")
+    if options.n_tasks not in (None, len(train_lists)):
+        raise ValueError(f"{name}: the index lists define {len(train_lists)} sessions, "
+                         f"data.n_tasks={options.n_tasks} cannot change that")
+    gen = torch.Generator().manual_seed(0)
+    train_x, test_x, info = _to_float(ds, options.normalize)
+    tasks: list[Task] = []
+    seen: set[int] = set()
+    for t, (tr, te) in enumerate(zip(train_lists, test_lists)):
+        for split, idx, size in (("train", tr, ds.train_y.shape[0]),
+                                 ("test", te, ds.test_y.shape[0])):
+            if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= size:
+                raise ValueError(f"{name}: the {split} index list of session {t + 1} is empty or "
+                                 f"points outside the {size} {split} samples of {ds.name}")
+        classes = tuple(int(c) for c in torch.unique(ds.train_y[tr]))
+        if seen & set(classes) or set(int(c) for c in torch.unique(ds.test_y[te])) != set(classes):
+            raise ValueError(f"{name}: session {t + 1}'s lists hold classes {classes} that repeat "
+                             "an earlier session's or differ between train and test")
+        seen |= set(classes)
+        if t == 0:
+            tr = tr[_stratified_subset(ds.train_y[tr], options.train_fraction, gen)]
+        tasks.append(Task(id=t, name="base" if t == 0 else f"session-{t + 1}", classes=classes,
+                          train_x=train_x[tr], train_y=ds.train_y[tr], test_x=test_x[te],
+                          test_y=ds.test_y[te]))
+    fixed = {"base_classes": len(tasks[0].classes), "ways": len(tasks[-1].classes),
+             "shots": tasks[-1].num_train // max(len(tasks[-1].classes), 1)}
+    for key, value in fixed.items():
+        if getattr(options, key) not in (None, value):
+            raise ValueError(f"{name}: the index lists fix data.{key}={value}, got "
+                             f"{getattr(options, key)}")
+    info.update(n_tasks=len(tasks), index_lists="Tao et al. 2020 (xyutao/fscil)", **fixed)
+    return Scenario(name=name, tasks=tuple(tasks), input_shape=tuple(ds.train_x.shape[1:]),
+                    num_classes=ds.num_classes, class_names=ds.class_names, settings=("class",),
+                    default_setting="class", info=info)
+
+
+def _build_fscil_cifar100(options: BenchmarkOptions, seed: int) -> Scenario:
+    folder = find_fscil_lists(options.data_dir)
+    n = FSCIL_CIFAR100_SESSIONS
+    train = [read_index_list(folder / f"session_{t}.txt") for t in range(1, n + 1)]
+    test = [read_index_list(folder / f"test_{t}.txt") for t in range(1, n + 1)]
+    ds = _loader("cifar100")(options)
+    return fscil_from_lists(ds, "fscil-cifar100", options, train, test)
+
+
 def _loader(dataset: str) -> Callable[[BenchmarkOptions], ArrayDataset]:
     def load(options: BenchmarkOptions) -> ArrayDataset:
         return load_dataset(dataset, data_dir=options.data_dir, download=options.download)
@@ -643,10 +827,59 @@ def _sequence(name: str, datasets: tuple[str, ...], description: str) -> None:
     )
 
 
+# Few-shot class-incremental learning (Tao et al. 2020). CPU-sized: 6 base classes + 4 sessions of
+# 1-way 5-shot; MLP 784-256-64 (64-d features, like the paper's ResNet-20), Adam 1e-3, batch 128,
+# 2 epochs on the base session and 20 on each few-shot session (20 steps: its 5 samples are one
+# batch). The schedule was fixed before any run; nothing is selected on test data.
+FSCIL_SMALL_PROTOCOL: dict[str, Any] = {
+    "model.arch": "mlp",
+    "model.hidden": (256, 64),
+    "train.optimizer": "adam",
+    "train.lr": 1e-3,
+    "train.batch_size": 128,
+    "train.epochs": 2,
+    "train.later_epochs": 20,
+}
+
+
+
+def _fscil_small(name: str, dataset: str) -> None:
+    load = _loader(dataset)
+    register_benchmark(
+        BenchmarkSpec(
+            name=name,
+            build=lambda o, s: fscil_scenario(load(o), name, o, s, base_classes=6, ways=1,
+                                              shots=5, sessions=5),
+            description=f"few-shot class-incremental {dataset}: 6 base classes + 4 sessions of "
+                        "1-way 5-shot (Tao et al. 2020 protocol, CPU-sized)",
+            defaults=FSCIL_SMALL_PROTOCOL,
+        )
+    )
+
+
 _sequence("fashion-mnist-to-mnist", ("fashion-mnist", "mnist"),
           "Fashion-MNIST, then MNIST as a new task (LwF's two-dataset protocol, Li & Hoiem 2016)")
 _sequence("mnist-to-fashion-mnist", ("mnist", "fashion-mnist"),
           "MNIST, then Fashion-MNIST as a new task (LwF's two-dataset protocol, Li & Hoiem 2016)")
+
+_fscil_small("fscil-fashion-mnist", "fashion-mnist")
+_fscil_small("fscil-mnist", "mnist")
+
+register_benchmark(
+    BenchmarkSpec(
+        name="fscil-cifar100",
+        build=_build_fscil_cifar100,
+        description="few-shot class-incremental CIFAR-100: 60 base classes + 8 sessions of 5-way "
+                    "5-shot, the published index lists (Tao et al. 2020; needs CIFAR-100 and "
+                    "fscil/cifar100/)",
+        # ResNet-20 (the paper's CIFAR backbone); the base schedule of the paper's code (SGD
+        # 0.1, momentum 0.9, batch 128) with fewer epochs; few-shot sessions: 100 steps on their
+        # 25 images (one batch). configs/fscil-cifar100.toml holds the full protocol.
+        defaults={"model.arch": "resnet20", "train.optimizer": "sgd", "train.lr": 0.1,
+                  "train.momentum": 0.9, "train.weight_decay": 5e-4, "train.batch_size": 128,
+                  "train.epochs": 30, "train.later_epochs": 100, "data.normalize": True},
+    )
+)
 
 
 def benchmark_option_names() -> list[str]:

@@ -20,6 +20,7 @@ from lifelong.metrics.functional import (
     backward_transfer,
     forgetting,
     forward_transfer,
+    seen_accuracy_curve,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "forgetting",
     "forward_transfer",
     "matrix_to_list",
+    "seen_accuracy_curve",
 ]
 
 

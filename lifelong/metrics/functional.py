@@ -28,6 +28,7 @@ __all__ = [
     "backward_transfer",
     "forgetting",
     "forward_transfer",
+    "seen_accuracy_curve",
 ]
 
 
@@ -123,6 +124,35 @@ def average_accuracy_curve(R: Any) -> np.ndarray:
     seen = np.tril(np.ones((num_tasks, num_tasks), dtype=bool))
     totals = np.where(seen, matrix, 0.0).sum(axis=1)
     return totals / np.arange(1, num_tasks + 1, dtype=np.float64)
+
+
+def seen_accuracy_curve(R: Any, test_sizes: Any) -> np.ndarray:
+    """Accuracy on all test samples seen so far, after each training stage.
+
+    The few-shot class-incremental protocol (Tao et al. 2020, Sec. 5) reports, after session
+    ``i``, the accuracy on the union of the test sets of sessions ``0..i``: entry ``i`` is
+    ``sum_{j<=i} n_j R[i, j] / sum_{j<=i} n_j``, ``n_j`` the size of task ``j``'s test set (the
+    sample-weighted form of :func:`average_accuracy_curve`).
+
+    Args:
+        R: ``T x T`` accuracy matrix.
+        test_sizes: ``T`` test-set sizes.
+
+    Returns:
+        A float64 array of shape ``(T,)``.
+
+    Raises:
+        ValueError: On a malformed matrix, or sizes that are not ``T`` positive numbers.
+    """
+    matrix = as_accuracy_matrix(R)
+    sizes = np.asarray(test_sizes, dtype=np.float64)
+    num_tasks = matrix.shape[0]
+    if sizes.shape != (num_tasks,) or not np.all(sizes > 0):
+        raise ValueError(f"test_sizes must be {num_tasks} positive numbers (one per task), got "
+                         f"{list(np.atleast_1d(sizes))}")
+    seen = np.tril(np.ones((num_tasks, num_tasks), dtype=bool))
+    weighted = np.where(seen, matrix * sizes, 0.0).sum(axis=1)
+    return weighted / np.cumsum(sizes)
 
 
 def forgetting(R: Any) -> float:

@@ -1,4 +1,5 @@
-"""Feature extractors: an MLP, a small CNN and ResNet-32 (He et al. 2016, CIFAR variant).
+"""Feature extractors: an MLP, a small CNN, ResNet-32 and ResNet-20 (He et al. 2016, CIFAR
+variant; ResNet-20 is ResNet-32 with 3 blocks per stage, the "ResNet18" of Tao et al. 2020).
 
 Every backbone maps inputs ``[B, C, H, W]`` to features ``[B, out_features]`` and splits its
 modules into a lower part and a fully connected part (:meth:`fc_modules`), which the
@@ -122,7 +123,7 @@ class ResNet32(nn.Module):
         return []
 
 
-ARCHS = ("mlp", "cnn", "resnet32")
+ARCHS = ("mlp", "cnn", "resnet20", "resnet32")
 
 
 def build_backbone(arch: str, input_shape: Sequence[int], hidden: Sequence[int],
@@ -137,4 +138,6 @@ def build_backbone(arch: str, input_shape: Sequence[int], hidden: Sequence[int],
         return SmallCNN(c, h, hidden=int(hidden[-1]) if hidden else 256)
     if arch == "resnet32":
         return ResNet32(c)
+    if arch == "resnet20":  # He et al. 2016, Sec. 4.2 with n = 3: TOPIC's CIFAR backbone
+        return ResNet32(c, blocks_per_stage=3)
     raise ValueError(f"unknown model.arch {arch!r}; valid: {', '.join(ARCHS)}")

@@ -20,7 +20,7 @@ class ModelConfig:
     """Model options (``model.*`` on the command line).
 
     Attributes:
-        arch: Backbone: ``mlp``, ``cnn`` or ``resnet32``.
+        arch: Backbone: ``mlp``, ``cnn``, ``resnet20`` or ``resnet32``.
         hidden: Hidden widths of the MLP (the CNN uses the last as its FC width).
         head: ``multi`` (one output layer per task), ``single`` (one layer over all units, the
             growing head of class-IL) or ``auto`` (multi for task-IL, single otherwise).

@@ -63,6 +63,9 @@ class TrainConfig:
         betas: Adam's betas.
         batch_size: Mini-batch size.
         epochs: Epochs per task (ignored when ``iterations > 0``).
+        later_epochs: Epochs of every task after the first; 0 means ``epochs`` (few-shot
+            class-incremental protocols train the base session and the few-shot sessions on
+            different schedules).
         iterations: Optimiser steps per task; 0 means use ``epochs``.
         eval_batch_size: Batch size of evaluation.
         reset_optimizer: Build a fresh optimiser at the start of every task.
@@ -87,6 +90,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 64
     epochs: int = 1
+    later_epochs: int = 0
     iterations: int = 0
     eval_batch_size: int = 1024
     reset_optimizer: bool = True
@@ -406,7 +410,8 @@ def fit(
 
         n = data.x.shape[0]
         bs = config.batch_size
-        n_steps = config.iterations if config.iterations > 0 else config.epochs * math.ceil(n / bs)
+        epochs = config.later_epochs if t > 0 and config.later_epochs > 0 else config.epochs
+        n_steps = config.iterations if config.iterations > 0 else epochs * math.ceil(n / bs)
         # phases: (steps, frozen modules, optimiser); a warm-up first trains a few modules
         # with its own optimiser (e.g. LwF's new head, Li & Hoiem 2016, Sec. 3)
         phases: list[tuple[int, list[nn.Module] | None, torch.optim.Optimizer]] = []

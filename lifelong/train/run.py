@@ -36,7 +36,13 @@ from lifelong.config import RunConfig, command_line, config_difference
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario, build_scenario
 from lifelong.methods.registry import build_recipe
-from lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
+from lifelong.metrics import (
+    average_accuracy,
+    backward_transfer,
+    forgetting,
+    forward_transfer,
+    seen_accuracy_curve,
+)
 from lifelong.nn.model import build_model
 from lifelong.train.loop import DivergenceError, fit, resolve_device
 
@@ -312,6 +318,7 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
         if board is not None:
             board.close()
     baseline = res.baseline_accuracy or {}
+    test_sizes = [max(t.num_test, 1) for t in scenario.tasks]
     result: dict[str, Any] = {
         "format": FORMAT,
         "status": "finished" if failure is None else "failed",
@@ -326,6 +333,9 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
                    "train_size": t.num_train, "test_size": t.num_test} for t in scenario.tasks],
         "accuracy": {s: _nan_to_none(a) for s, a in res.accuracy.items()},
         "summary": {s: summarize_matrix(a, baseline.get(s)) for s, a in res.accuracy.items()},
+        # accuracy on the union of the test sets seen so far, after each task (FSCIL's metric)
+        "seen_accuracy": {s: seen_accuracy_curve(a, test_sizes).tolist()
+                          for s, a in res.accuracy.items()},
         "losses": res.losses,
         "timings": res.timings,
         "threads": torch.get_num_threads(),
