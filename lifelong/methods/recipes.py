@@ -4,6 +4,7 @@ from lifelong.methods import (
     baselines,  # noqa: F401
     consolidation,  # noqa: F401
     dhp,  # noqa: F401
+    hebbian,  # noqa: F401
     lwf,  # noqa: F401
     rehearsal,  # noqa: F401
 )
