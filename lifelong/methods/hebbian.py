@@ -68,6 +68,8 @@ class HebbianPrototypesConfig:
     age_end: float = 200.0
 
     def validate(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         for key in ("nodes_per_class", "samples_per_node", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")

@@ -123,7 +123,7 @@ class ResNet32(nn.Module):
         return []
 
 
-ARCHS = ("mlp", "cnn", "resnet20", "resnet32")
+ARCHS = ("mlp", "cnn", "resnet32", "resnet20")
 
 
 def build_backbone(arch: str, input_shape: Sequence[int], hidden: Sequence[int],

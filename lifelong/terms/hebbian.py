@@ -181,7 +181,8 @@ class AnchorLoss(Term):
     stored samples' embedded features. Our choices: the mean over nodes and dimensions instead of
     the sum (so the weight does not scale with the number of nodes or the feature size), and
     ``Lambda_j = var_j + floor * mean(var)`` (the mean over every stored node's variance), since
-    a node fitted to one sample has zero variance.
+    a node fitted to one sample has zero variance (:meth:`inverse_scale`; when every node has
+    zero variance, the centroids' spread replaces ``mean(var)``).
 
     Args:
         weight: ``lambda_1``.
@@ -223,8 +224,18 @@ class AnchorLoss(Term):
         assert self.centroids is not None and self.variances is not None
         layer = prototype_layer(ctx.model)
         e = layer.embed(_features(ctx.model, self.samples))
-        lam = self.variances + self.variance_floor * self.variances.mean()
-        return self.weight * ((e - self.centroids) ** 2 / lam).mean()
+        return self.weight * ((e - self.centroids) ** 2 / self.inverse_scale()).mean()
+
+    def inverse_scale(self) -> Tensor:
+        """``Lambda = var + floor * s``: ``s`` the mean stored variance or, when every stored
+        node was fitted to a single sample (all variances 0), the variance of the centroids
+        across nodes (1 if that is 0 too), so the loss stays finite."""
+        assert self.variances is not None and self.centroids is not None
+        scale = self.variances.mean()
+        if float(scale) <= 0:
+            spread = self.centroids.var(0).mean() if self.centroids.shape[0] > 1 else scale
+            scale = spread if float(spread) > 0 else torch.ones_like(scale)
+        return self.variances + self.variance_floor * scale
 
     def state_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "centroids": self.centroids,

@@ -152,6 +152,7 @@ def test_anchor_loss_holds_stored_samples_at_their_nodes(synthetic: Scenario) ->
     assert value is not None
     e = layer.embed(model.features(anchor.samples))
     lam = anchor.variances + 0.1 * anchor.variances.mean()
+    assert torch.equal(anchor.inverse_scale(), lam)
     expected = 2.0 * ((e - anchor.centroids) ** 2 / lam).mean()
     assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     value.backward()
@@ -161,6 +162,19 @@ def test_anchor_loss_holds_stored_samples_at_their_nodes(synthetic: Scenario) ->
     other = AnchorLoss()
     other.load_state_dict(state)
     assert torch.equal(other.samples, anchor.samples)
+
+
+def test_anchor_loss_stays_finite_when_every_node_has_one_sample() -> None:
+    # fscil-cifar100 smoke run with 5 base images per class: every node fitted to one sample,
+    # all variances 0 -> the loss was inf at the first step of session 2
+    anchor = AnchorLoss(variance_floor=0.1)
+    anchor.centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    anchor.variances = torch.zeros(2, 2)
+    scale = anchor.centroids.var(0).mean()
+    assert torch.allclose(anchor.inverse_scale(), torch.full((2, 2), 0.1 * float(scale)))
+    anchor.centroids = torch.ones(1, 2)
+    anchor.variances = torch.zeros(1, 2)
+    assert torch.equal(anchor.inverse_scale(), torch.full((1, 2), 0.1))
 
 
 def test_min_max_loss_pulls_samples_and_pushes_from_neighbours_of_other_classes(

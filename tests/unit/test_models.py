@@ -162,6 +162,13 @@ def test_resnet32_shape_and_depth() -> None:
     assert net.fc_modules() == []
 
 
+def test_resnet20_is_resnet32_with_three_blocks_per_stage() -> None:
+    net = build_backbone("resnet20", (3, 32, 32), ())
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 19  # stem + 3 stages x 3 blocks x 2 (+ the head makes 20 layers)
+
+
 def test_build_backbone_by_name() -> None:
     assert isinstance(build_backbone("mlp", (1, 8, 8), (16,)), MLP)
     assert isinstance(build_backbone("cnn", (1, 28, 28), (64,)), SmallCNN)
