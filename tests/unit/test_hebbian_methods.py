@@ -3,12 +3,16 @@ lifelong.terms.hebbian, lifelong.methods.hebbian)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import lifelong.train.run as run_mod
 from lifelong.config import make_config
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario
@@ -25,6 +29,7 @@ from lifelong.terms.hebbian import (
     task_features,
 )
 from lifelong.train.loop import TrainConfig, TrainContext, fit
+from lifelong.train.run import execute
 
 
 def test_layer_predicts_the_label_of_the_nearest_node() -> None:
@@ -227,3 +232,36 @@ def test_bad_topic_hyperparameters_are_refused(override: dict, message: str) -> 
 def test_prototype_methods_refuse_task_incremental() -> None:
     with pytest.raises(ValueError, match="does not apply to the task-incremental setting"):
         build_recipe("topic", setting="task")
+
+
+def test_topic_resumes_bit_identically_from_a_checkpoint(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes and edges (layer buffers), stored anchor samples and min-max neighbours (term state)
+    survive a checkpoint: an interrupted topic run ends as the uninterrupted one."""
+    def cfg():
+        return make_config("synthetic", "topic", 3, "class", {"train.progress": "off"})
+
+    ref = execute(cfg(), None)
+    real_fit = run_mod.fit
+
+    class Crash(RuntimeError):
+        pass
+
+    def crashing_fit(*args, checkpoint=None, **kwargs):
+        def ck(state):
+            checkpoint(state)
+            if state["task"] == 1:
+                raise Crash("after task 2")
+        return real_fit(*args, checkpoint=ck, **kwargs)
+
+    monkeypatch.setattr(run_mod, "fit", crashing_fit)
+    with pytest.raises(Crash):
+        execute(cfg(), tmp_path)
+    monkeypatch.setattr(run_mod, "fit", real_fit)
+    res = execute(cfg(), tmp_path, resume=True)
+    saved = json.loads((tmp_path / "synthetic" / "class" / "topic" / "seed3" / "result.json")
+                       .read_text())
+    a = np.array(ref["accuracy"]["class"], dtype=float)
+    assert np.array_equal(a, np.array(saved["accuracy"]["class"], dtype=float), equal_nan=True)
+    assert res["losses"] == ref["losses"]
+    assert ref["losses"]["anchor"] and ref["losses"]["min-max"]  # both terms were active
