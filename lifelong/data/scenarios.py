@@ -577,7 +577,8 @@ def fscil_scenario(ds: ArrayDataset, name: str, options: BenchmarkOptions, seed:
     else:
         order = torch.arange(ds.num_classes)
     train_x, test_x, info = _to_float(ds, options.normalize)
-    train_y, test_y = _relabel(ds.train_y, order), _relabel(ds.test_y, order)
+    train_y = _relabel(ds.train_y, order, ds.num_classes)
+    test_y = _relabel(ds.test_y, order, ds.num_classes)
     tasks, drawn = [], []
     for t in range(sessions):
         lo, hi = (0, base) if t == 0 else (base + (t - 1) * ways, base + t * ways)
