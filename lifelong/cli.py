@@ -1,4 +1,4 @@
-"""Command line: ``lifelong run | list | report``.
+"""Command line: ``lifelong run | distill | list | report``.
 
 ``main(argv)`` returns what the command produced (the list of result dicts for ``run``), so tests
 and scripts can call it directly; ``entry_point`` turns errors into one readable line and exit 2.
@@ -182,6 +182,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    "tuned-<benchmark>-<method>.toml)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="fixed options for every trial, e.g. train.epochs=2")
+    _add_distill_parser(sub)
     lst = sub.add_parser("list", help="list benchmarks and methods with their hyperparameters")
     lst.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
                      help="import a module (name or .py file) that registers benchmarks/methods")
@@ -194,6 +195,131 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="also write one self-contained HTML page (tables, heatmaps, curves, "
                      "each run's command and versions)")
     return p
+
+
+def _add_distill_parser(sub: Any) -> None:
+    from lifelong.train.distill import DistillConfig
+
+    d0 = DistillConfig()
+    d = sub.add_parser(
+        "distill", help="knowledge distillation: a teacher, the student alone and the distilled "
+        "student (Hinton et al. 2015)",
+        description="Knowledge distillation as model compression (Hinton, Vinyals & Dean 2015): "
+        "for every seed, train a teacher (one network or an ensemble), then a small student "
+        "on the transfer set's hard labels alone and the same student on the teacher's soft "
+        "targets plus the hard labels; print the test errors. Each model is saved as a run "
+        "folder (result.json + model.pt) that 'lifelong report' reads.")
+    d.add_argument("-b", "--benchmark", default=d0.benchmark,
+                   help="a one-task benchmark: mnist, fashion-mnist or digits (default mnist)")
+    d.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default 0)")
+    d.add_argument("--teacher-hidden", nargs="+", type=int, default=list(d0.teacher_hidden),
+                   metavar="W", help="teacher's hidden widths (default 1200 1200)")
+    d.add_argument("--teacher-dropout", type=float, default=d0.teacher_dropout,
+                   help=f"teacher's dropout after each hidden layer (default {d0.teacher_dropout})")
+    d.add_argument("--teacher-members", type=int, default=d0.teacher_members, metavar="K",
+                   help="an ensemble of K teachers, logits averaged (default 1)")
+    d.add_argument("--teacher-epochs", type=int, default=d0.teacher_epochs,
+                   help=f"epochs of each teacher (default {d0.teacher_epochs})")
+    d.add_argument("--jitter", type=int, default=d0.jitter, metavar="PX",
+                   help=f"teacher's random input translation, up to PX pixels (default "
+                   f"{d0.jitter})")
+    d.add_argument("--student-hidden", nargs="+", type=int, default=list(d0.student_hidden),
+                   metavar="W", help="student's hidden widths (default 800 800)")
+    d.add_argument("--student-dropout", type=float, default=d0.student_dropout,
+                   help="student's dropout (default 0: unregularised)")
+    d.add_argument("--student-epochs", type=int, default=d0.student_epochs,
+                   help=f"epochs of both students over the transfer set (default "
+                   f"{d0.student_epochs})")
+    d.add_argument("--student-jitter", type=int, default=d0.student_jitter, metavar="PX",
+                   help="students' input jitter (default 0: none in the transfer set)")
+    d.add_argument("-T", "--temperature", type=float, default=d0.temperature,
+                   help=f"temperature of the soft targets (default {d0.temperature:g})")
+    d.add_argument("--soft-weight", type=float, default=d0.soft_weight,
+                   help="weight of the soft term (default 1)")
+    d.add_argument("--hard-weight", type=float, default=d0.hard_weight,
+                   help="weight of the hard term, the labels' cross-entropy (default 1; 0: "
+                   "soft targets only)")
+    d.add_argument("--no-t2", action="store_true", help="do not multiply the soft term by T^2")
+    d.add_argument("--transfer-fraction", type=float, default=d0.transfer_fraction,
+                   metavar="F", help="train the students on this stratified fraction of the "
+                   "training set (default 1; e.g. 0.01)")
+    d.add_argument("--omit-classes", nargs="+", type=int, default=[], metavar="C",
+                   help="leave these classes out of the transfer set (e.g. 3)")
+    d.add_argument("--holdout", type=int, default=d0.holdout, metavar="N",
+                   help="hold N training samples out of the transfer set; with --omit-classes "
+                   "the bias correction is chosen on them (default 0)")
+    d.add_argument("--name", default=None,
+                   help="suffix of the students' folder names (default: from the transfer set, "
+                   "e.g. f0.01, no3-h5000)")
+    d.add_argument("--optimizer", choices=("adam", "sgd"), default=d0.train.optimizer)
+    d.add_argument("--lr", type=float, default=d0.train.lr,
+                   help=f"learning rate (default {d0.train.lr:g})")
+    d.add_argument("--momentum", type=float, default=d0.train.momentum, help="SGD momentum")
+    d.add_argument("--batch-size", type=int, default=d0.train.batch_size,
+                   help=f"mini-batch size (default {d0.train.batch_size})")
+    d.add_argument("--device", default="auto", metavar="{auto,cpu,cuda[:N],mps}",
+                   help="where to train (default auto)")
+    d.add_argument("--data-dir", help="directory looked in first for dataset files (then "
+                   "$LIFELONG_DATA, then the user cache)")
+    d.add_argument("--download", action="store_true", help="download missing datasets")
+    d.add_argument("-o", "--out", default="runs", help="output root (default runs)")
+    d.add_argument("--no-save", action="store_true", help="write no run folder")
+    d.add_argument("--resume", action="store_true",
+                   help="reuse finished runs of the same configuration: the teacher's saved "
+                   "weights (one teacher for several transfer-set experiments) and students")
+    d.add_argument("--format", choices=("text", "markdown"), default="text")
+    d.add_argument("--quiet", action="store_true", help="no progress bars or lines")
+    d.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch intra-op threads (default: 1 on <= 2 cores)")
+
+
+def cmd_distill(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import torch
+
+    from lifelong.data.scenarios import BenchmarkOptions
+    from lifelong.train.distill import DistillConfig, distill, distill_table
+    from lifelong.train.loop import TrainConfig
+
+    get_benchmark(args.benchmark)
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
+    if args.resume and args.no_save:
+        raise CLIError("--resume needs the run folders: it cannot be combined with --no-save")
+    train = TrainConfig(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                        batch_size=args.batch_size, device=args.device,
+                        progress="off" if args.quiet else "auto")
+    config = DistillConfig(
+        benchmark=args.benchmark, seeds=tuple(args.seeds),
+        teacher_hidden=tuple(args.teacher_hidden), teacher_dropout=args.teacher_dropout,
+        teacher_members=args.teacher_members, teacher_epochs=args.teacher_epochs,
+        jitter=args.jitter, student_hidden=tuple(args.student_hidden),
+        student_dropout=args.student_dropout, student_epochs=args.student_epochs,
+        student_jitter=args.student_jitter, temperature=args.temperature,
+        soft_weight=args.soft_weight, hard_weight=args.hard_weight, t2=not args.no_t2,
+        transfer_fraction=args.transfer_fraction, omit_classes=tuple(args.omit_classes),
+        holdout=args.holdout, name=args.name, train=train,
+        data=BenchmarkOptions(data_dir=args.data_dir, download=args.download))
+    config.validate()
+    out_root = None if args.no_save else args.out
+    if out_root is not None:
+        _check_out(out_root)
+    threads, threads_text = ((args.threads, f"{args.threads} torch thread"
+                              + ("s" if args.threads > 1 else "") + " (--threads)")
+                             if args.threads is not None else default_threads())
+    print(f"lifelong distill: {len(config.seeds)} seed{'s' if len(config.seeds) != 1 else ''} "
+          f"on {config.benchmark}, teacher {'x'.join(map(str, config.teacher_hidden))}"
+          + (f" (ensemble of {config.teacher_members})" if config.teacher_members > 1 else "")
+          + f", student {'x'.join(map(str, config.student_hidden))}, T={config.temperature:g}, "
+          f"{threads_text}" + (f", writing to {out_root}" if out_root else ""), flush=True)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        results = distill(config, out_root, resume=args.resume)
+    finally:
+        torch.set_num_threads(threads_before)
+    print()
+    print(distill_table(results, fmt=args.format))
+    return results
 
 
 def _split_seeds(seeds: list[str] | None, overrides: list[str]) -> list[int] | None:
@@ -512,7 +638,7 @@ def main(argv: list[str] | None = None) -> Any:
     """Runs the command line with ``argv`` and returns the command's result."""
     args = _build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for records
-    return {"run": cmd_run, "list": cmd_list, "report": cmd_report,
+    return {"run": cmd_run, "distill": cmd_distill, "list": cmd_list, "report": cmd_report,
             "tune": cmd_tune}[args.command](args)
 
 

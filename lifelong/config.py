@@ -50,6 +50,7 @@ VALUE_RULES: dict[str, _Rule] = {
     "train.later_epochs": _NONNEGATIVE,
     "train.iterations": _NONNEGATIVE, "train.betas": (lambda v: all(0 <= b < 1 for b in v),
                                                       "must lie in [0, 1)"),
+    "train.jitter": _NONNEGATIVE,
     "model.dropout": (lambda v: 0 <= v < 1, "must lie in [0, 1)"),
     "model.hidden": (lambda v: all(h >= 1 for h in v), "must be >= 1 each"),
 }

@@ -312,12 +312,15 @@ def split_scenario(
     seed: int,
     default_tasks: int,
     groups: Sequence[Sequence[int]] | None = None,
+    default_setting: str = "task",
 ) -> Scenario:
     """Split benchmark: the classes are divided into disjoint groups, one task per group.
 
     Labels are renumbered in class order, so task ``t`` of a 10-class, 5-task split holds labels
     ``2t`` and ``2t+1``; ``info['class_order']`` records the original label of each new label.
     Supports the task-, domain- (label = position within the task) and class-incremental settings.
+    With one task it is the plain classification problem (the ``mnist``, ``fashion-mnist`` and
+    ``digits`` benchmarks: every class in one task, class-IL by default).
 
     Args:
         ds: The dataset.
@@ -328,6 +331,7 @@ def split_scenario(
         groups: User-given tasks: the dataset labels of each task, in task order (e.g.
             ``[[0, 1], [2, 3, 4]]``); groups may differ in size (domain-IL then refuses) and
             classes in no group are left out. ``class_order`` does not apply.
+        default_setting: The scenario's setting when none is asked for.
     """
     gen = torch.Generator().manual_seed(seed)
     bounds: list[tuple[int, int]] = []
@@ -386,7 +390,7 @@ def split_scenario(
         num_classes=int(order.shape[0]),
         class_names=tuple(ds.class_names[int(c)] for c in order),
         settings=SETTINGS,
-        default_setting="task",
+        default_setting=default_setting,
         info=info,
     )
 
@@ -714,10 +718,12 @@ def _loader(dataset: str) -> Callable[[BenchmarkOptions], ArrayDataset]:
 def _split(name: str, dataset: str, tasks: int, description: str, defaults: dict[str, Any],
            needs_download: bool = True) -> None:
     load = _loader(dataset)
+    setting = "class" if tasks == 1 else "task"
     register_benchmark(
         BenchmarkSpec(
             name=name,
-            build=lambda o, s: split_scenario(load(o), name, o, s, tasks),
+            build=lambda o, s: split_scenario(load(o), name, o, s, tasks,
+                                                   default_setting=setting),
             description=description,
             defaults=defaults,
             needs_download=needs_download,
@@ -758,6 +764,28 @@ _split(
     "split-cifar100", "cifar100", 10, "CIFAR-100 in 10 ten-class tasks (needs its data)",
     {"model.arch": "resnet32", "train.optimizer": "sgd", "train.lr": 0.1, "train.momentum": 0.9,
      "train.batch_size": 128, "train.epochs": 30, "data.normalize": True},
+)
+
+# Whole datasets as one task (plain classification): the teacher and students of knowledge
+# distillation (``lifelong distill``; Hinton et al. 2015, Sec. 3 on MNIST). The protocol is the
+# student's of the README's KD table; ``lifelong distill`` sets its own sizes and epochs.
+_WHOLE_PROTOCOL: dict[str, Any] = {
+    "model.arch": "mlp",
+    "model.hidden": (800, 800),
+    "train.optimizer": "adam",
+    "train.lr": 1e-3,
+    "train.batch_size": 100,
+    "train.epochs": 10,
+}
+_split("mnist", "mnist", 1, "MNIST as one 10-class task (plain classification; distillation)",
+       _WHOLE_PROTOCOL)
+_split("fashion-mnist", "fashion-mnist", 1, "Fashion-MNIST as one 10-class task",
+       _WHOLE_PROTOCOL)
+_split(
+    "digits", "digits", 1, "scikit-learn's 8x8 digits as one 10-class task (embedded)",
+    {"model.arch": "mlp", "model.hidden": (100, 100), "train.optimizer": "adam",
+     "train.lr": 1e-3, "train.batch_size": 32, "train.epochs": 10, "data.normalize": False},
+    needs_download=False,
 )
 
 _PERMUTED_PROTOCOL: dict[str, Any] = {

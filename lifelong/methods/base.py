@@ -59,6 +59,9 @@ class Recipe:
         freeze_name: Name of the method that set ``freeze``.
         warmup: A first phase of each task that trains fewer modules (:class:`Warmup`).
         warmup_name: Name of the method that set ``warmup``.
+        hard_weight: Weight of the cross-entropy on the labels that the loop always adds (the
+            hard term of knowledge distillation, Hinton et al. 2015, Sec. 2; ``0`` trains on
+            the other terms alone).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Recipe:
     freeze_name: str | None = None
     warmup: Warmup | None = None
     warmup_name: str | None = None
+    hard_weight: float = 1.0
 
     def regime(self) -> DataRegime:
         """The recipe's data regime (the current task's data when none is set)."""
@@ -96,8 +100,9 @@ def compose(recipes: Sequence[Recipe]) -> Recipe:
     """Combines recipes into one, or explains why they cannot be combined.
 
     Terms are concatenated (two terms with the same name are an error: the same method twice);
-    at most one recipe may set the output layer, the data regime, a freezing rule or a warm-up.
-    The loss of the composition is the sum of its parts' losses.
+    at most one recipe may set the output layer, the data regime, a freezing rule, a warm-up or
+    a weight of the cross-entropy other than 1. The loss of the composition is the sum of its
+    parts' losses.
     """
     if not recipes:
         raise ValueError("compose() needs at least one recipe")
@@ -139,4 +144,9 @@ def compose(recipes: Sequence[Recipe]) -> Recipe:
                     "phase to each task"
                 )
             out.warmup, out.warmup_name = r.warmup, r.name
+        if r.hard_weight != 1.0:
+            if out.hard_weight != 1.0:
+                raise ValueError(f"cannot combine two weights of the cross-entropy "
+                                 f"({out.hard_weight:g} and {r.name!r}'s {r.hard_weight:g})")
+            out.hard_weight = r.hard_weight
     return out

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lifelong.data.augment import random_translate
 from lifelong.data.layout import Layout
 from lifelong.data.scenarios import Scenario, Task
 from lifelong.methods.base import Recipe
@@ -81,6 +82,12 @@ class TrainConfig:
             matrix as an image to ``DIR/<benchmark>/<setting>/<method>/seed<k>``
             (:mod:`lifelong.train.tensorboard`; needs the ``tensorboard`` package). ``None``:
             none. The run folder stays the record; this is for watching.
+        jitter: Shift every training image by a random whole number of pixels in
+            ``[-jitter, jitter]`` along each axis, per sample and step, zero fill
+            (:func:`lifelong.data.augment.random_translate`; Hinton et al. 2015, Sec. 3: "up to
+            two pixels"). Drawn from the run's generator on each batch, on the run's device;
+            applied to the inputs as the model sees them (after a task's permutation); test
+            data is never jittered. ``0`` disables it (and draws nothing).
     """
 
     optimizer: str = "sgd"
@@ -99,6 +106,7 @@ class TrainConfig:
     progress: str = "auto"
     device: str = "auto"
     tensorboard: str | None = None
+    jitter: int = 0
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -110,6 +118,8 @@ class TrainConfig:
                 raise ValueError(f"train.{key} must be positive, got {getattr(self, key)}")
         if self.epochs < 1 and self.iterations < 1:
             raise ValueError("set train.epochs >= 1 or train.iterations >= 1")
+        if self.jitter < 0:
+            raise ValueError(f"train.jitter must be >= 0 pixels, got {self.jitter}")
         if self.progress not in ("auto", "on", "off"):
             raise ValueError(f"train.progress must be auto, on or off, got {self.progress!r}")
         resolve_device(self.device)
@@ -356,7 +366,7 @@ def fit(
     config.validate()
     device = resolve_device(config.device)
     model.to(device)
-    terms: list[Term] = [CrossEntropy(), *recipe.terms]
+    terms: list[Term] = [CrossEntropy(recipe.hard_weight), *recipe.terms]
     data_terms = [t for t in terms if not t.penalty]
     penalty_terms = [t for t in terms if t.penalty]
     regime = recipe.regime()
@@ -433,6 +443,8 @@ def fit(
             idx = order[pos:pos + bs]
             pos += bs
             xb, tb, tid = data.x[idx], data.targets[idx], data.task_ids[idx]
+            if config.jitter:
+                xb = random_translate(xb, config.jitter, gen)
 
             def forward(u: slice, xb: Tensor = xb) -> Tensor:
                 return model(xb, units=u)

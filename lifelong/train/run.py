@@ -44,7 +44,7 @@ from lifelong.metrics import (
     seen_accuracy_curve,
 )
 from lifelong.nn.model import build_model
-from lifelong.train.loop import DivergenceError, fit, resolve_device
+from lifelong.train.loop import DivergenceError, FitResult, fit, resolve_device
 
 FORMAT = "lifelong.run/1"
 
@@ -214,6 +214,69 @@ def run_dir_name(cfg: RunConfig, setting: str) -> Path:
     return Path(cfg.benchmark) / setting / cfg.method / f"seed{cfg.seed}"
 
 
+def run_record(cfg: RunConfig, scenario: Scenario, setting: str, res: FitResult, started: str,
+               failure: DivergenceError | None = None, command: str | None = None
+               ) -> dict[str, Any]:
+    """The ``result.json`` of a run (format ``lifelong.run/1``, JSON-safe): configuration,
+    scenario, accuracy matrices and their summaries, loss curves, timings, the command that
+    reproduces it (``command``, when given), versions; a failed run's ``error`` and
+    ``failure``."""
+    baseline = res.baseline_accuracy or {}
+    test_sizes = [max(t.num_test, 1) for t in scenario.tasks]
+    result: dict[str, Any] = {
+        "format": FORMAT,
+        "status": "finished" if failure is None else "failed",
+        "benchmark": cfg.benchmark,
+        "method": cfg.method,
+        "setting": setting,
+        "seed": cfg.seed,
+        "settings": list(res.accuracy),
+        "config": {**cfg.to_dict(), "setting": setting},
+        "scenario": {k: v for k, v in scenario.info.items() if k not in ("mean", "std")},
+        "tasks": [{"id": t.id, "name": t.name, "classes": list(t.classes),
+                   "train_size": t.num_train, "test_size": t.num_test} for t in scenario.tasks],
+        "accuracy": {s: _nan_to_none(a) for s, a in res.accuracy.items()},
+        "summary": {s: summarize_matrix(a, baseline.get(s)) for s, a in res.accuracy.items()},
+        # accuracy on the union of the test sets seen so far, after each task (FSCIL's metric)
+        "seen_accuracy": {s: seen_accuracy_curve(a, test_sizes).tolist()
+                          for s, a in res.accuracy.items()},
+        "losses": res.losses,
+        "timings": res.timings,
+        "threads": torch.get_num_threads(),
+        **({"command": command} if command is not None else {}),
+        "versions": versions(),
+        "started_at": started,
+        "finished_at": _now(),
+    }
+    if failure is not None:
+        result["error"] = (f"{cfg.method} on {cfg.benchmark} ({setting}-IL, seed {cfg.seed}): "
+                           f"{failure}")
+        result["failure"] = {"task": failure.task, "step": failure.step, "term": failure.term}
+    if res.baseline_accuracy is not None:
+        result["baseline_accuracy"] = res.baseline_accuracy
+    return json_safe(result)
+
+
+def write_run(final: Path, result: dict[str, Any], files: dict[str, Any] | None = None
+              ) -> Path:
+    """Writes a finished run's folder as :func:`execute` does, for a caller with its own training
+    (``lifelong distill``): ``<final>.partial/`` with every ``files`` entry (``name -> object``
+    saved by ``torch.save``) and ``result.json``, each written atomically, then moved into place
+    as ``final`` (replacing an older run). Returns ``final``."""
+    _remove_leftovers(final)
+    partial = final.with_name(final.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for name, obj in (files or {}).items():
+        tmp = partial / f".{name}.tmp-{os.getpid()}"
+        torch.save(obj, tmp)
+        os.replace(tmp, partial / name)
+    atomic_write_text(partial / "result.json", dumps_result(result))
+    _install(partial, final)
+    return final
+
+
 def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scenario | None = None,
             resume: bool | Literal["partial"] = False) -> dict[str, Any]:
     """Runs ``cfg``: builds scenario, layout, recipe and model, trains, evaluates, saves.
@@ -317,44 +380,12 @@ def execute(cfg: RunConfig, out_root: str | Path | None = "runs", scenario: Scen
     finally:
         if board is not None:
             board.close()
-    baseline = res.baseline_accuracy or {}
-    test_sizes = [max(t.num_test, 1) for t in scenario.tasks]
-    result: dict[str, Any] = {
-        "format": FORMAT,
-        "status": "finished" if failure is None else "failed",
-        "benchmark": cfg.benchmark,
-        "method": cfg.method,
-        "setting": setting,
-        "seed": cfg.seed,
-        "settings": list(res.accuracy),
-        "config": {**cfg.to_dict(), "setting": setting},
-        "scenario": {k: v for k, v in scenario.info.items() if k not in ("mean", "std")},
-        "tasks": [{"id": t.id, "name": t.name, "classes": list(t.classes),
-                   "train_size": t.num_train, "test_size": t.num_test} for t in scenario.tasks],
-        "accuracy": {s: _nan_to_none(a) for s, a in res.accuracy.items()},
-        "summary": {s: summarize_matrix(a, baseline.get(s)) for s, a in res.accuracy.items()},
-        # accuracy on the union of the test sets seen so far, after each task (FSCIL's metric)
-        "seen_accuracy": {s: seen_accuracy_curve(a, test_sizes).tolist()
-                          for s, a in res.accuracy.items()},
-        "losses": res.losses,
-        "timings": res.timings,
-        "threads": torch.get_num_threads(),
-        "command": command_line(cfg),
-        "versions": versions(),
-        "started_at": started,
-        "finished_at": _now(),
-    }
+    result = run_record(cfg, scenario, setting, res, started, failure, command_line(cfg))
     if failure is not None:
-        result["error"] = (f"{cfg.method} on {cfg.benchmark} ({setting}-IL, seed {cfg.seed}): "
-                           f"{failure}")
-        result["failure"] = {"task": failure.task, "step": failure.step, "term": failure.term}
         print(f"lifelong: run failed: {result['error']}", file=sys.stderr, flush=True)
-    if res.baseline_accuracy is not None:
-        result["baseline_accuracy"] = res.baseline_accuracy
     learned = {term.name: term.report() for term in recipe.terms if term.report()}
     if learned:
-        result["learned"] = learned  # e.g. BiC's alpha, beta per step
-    result = json_safe(result)
+        result["learned"] = json_safe(learned)  # e.g. BiC's alpha, beta per step
     if partial is not None and final is not None:
         atomic_write_text(partial / "result.json", dumps_result(result))
         (partial / "checkpoint.pt").unlink(missing_ok=True)
