@@ -7,6 +7,7 @@ curated entry points::
     from lifelong.nn import DHPSoftmax               # layers
     from lifelong.terms import EWC, OnlineEWC, SI, MAS, MASLocal
     from lifelong import Recipe, fit, TrainConfig    # recipes (compose with +) and the loop
+    from lifelong import distill, DistillConfig      # knowledge distillation (lifelong distill)
 """
 
 __version__ = "0.1.0"
@@ -14,7 +15,8 @@ __version__ = "0.1.0"
 from lifelong import metrics
 from lifelong.data import regimes, scenarios
 from lifelong.methods.base import Recipe, compose
+from lifelong.train.distill import DistillConfig, distill
 from lifelong.train.loop import TrainConfig, evaluate, fit
 
-__all__ = ["Recipe", "TrainConfig", "compose", "evaluate", "fit", "metrics", "regimes",
-           "scenarios", "__version__"]
+__all__ = ["DistillConfig", "Recipe", "TrainConfig", "compose", "distill", "evaluate", "fit",
+           "metrics", "regimes", "scenarios", "__version__"]

@@ -86,7 +86,8 @@ class DistillConfig:
         student_jitter: The students' input jitter (Hinton et al.: none in the transfer set).
         temperature: ``T`` of the soft targets (Hinton et al.: 20 on MNIST).
         soft_weight: Weight of the soft term.
-        hard_weight: Weight of the hard term (the cross-entropy on the labels; 0: soft only).
+        hard_weight: Weight of the distilled student's hard term (the cross-entropy on the
+            labels; 0: soft targets only). The student alone always has weight 1.
         t2: Multiply the soft term by ``T^2``.
         transfer_fraction: Keep this stratified fraction of the transfer set (e.g. 0.01).
         omit_classes: Dataset labels left out of the transfer set.

@@ -39,3 +39,14 @@ def test_readme_own_data_example_runs(capsys: pytest.CaptureFixture[str]) -> Non
     assert [line[0] for line in lines] == ["finetune", "ewc"]
     for _, task_il, class_il in lines:
         assert 0.8 < float(task_il) <= 1.0 and 0.3 < float(class_il) < float(task_il)
+
+
+def test_readme_distill_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    code = next(b for b in _python_blocks() if "distill(" in b)
+    scope: dict = {}
+    exec(compile(code, "README.md distill block", "exec"), scope)
+    results = scope["results"]
+    assert [r["distill"]["role"] for r in results] == ["teacher", "student", "distilled"]
+    assert all(0 <= r["distill"]["test"]["errors"] < 100 for r in results)  # of 445 digits
+    printed = capsys.readouterr().out
+    assert "teacher" in printed and "distilled" in printed
