@@ -16,13 +16,11 @@ from lifelong.nn import ModelConfig, build_model
 
 
 def _shift_by_hand(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """out[i, j] = img[i - dy, j - dx], zero outside (one image [C, H, W])."""
+    """out[i, j] = img[i - dy, j - dx], zero outside (one image [C, H, W]), by slicing."""
     out = torch.zeros_like(img)
     h, w = img.shape[1:]
-    for i in range(h):
-        for j in range(w):
-            if 0 <= i - dy < h and 0 <= j - dx < w:
-                out[:, i, j] = img[:, i - dy, j - dx]
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        img[:, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
     return out
 
 
@@ -89,3 +87,12 @@ def test_the_loop_jitters_training_batches_reproducibly(split_digits: Scenario) 
     plain, jittered, again = _fit(one, 0), _fit(one, 1), _fit(one, 1)
     assert torch.equal(jittered, again)
     assert not torch.equal(plain, jittered)
+
+
+def test_jitter_is_a_train_option_checked_where_it_is_set() -> None:
+    from lifelong.config import make_config
+
+    assert make_config("split-digits", "finetune", overrides={"train.jitter": "2"}) \
+        .train.jitter == 2
+    with pytest.raises(ValueError, match="train.jitter must be >= 0, got -1"):
+        make_config("split-digits", "finetune", overrides={"train.jitter": "-1"})
