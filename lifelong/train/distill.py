@@ -272,7 +272,7 @@ def choose_bias(logits: Tensor, targets: Tensor, units: Sequence[int],
     pred = (logits[None] + grid[:, None, None] * add).argmax(-1)  # [G, N]
     errors = (pred != targets[None]).sum(1)
     best = int(errors.argmin())  # the first minimum: the smallest value among ties
-    return float(grid[best]), int(errors[best])
+    return round(float(grid[best]), 6), int(errors[best])
 
 
 @torch.no_grad()
