@@ -96,6 +96,13 @@ def modules_outside(model: nn.Module, keep: Sequence[nn.Module]) -> list[nn.Modu
             and not any(id(p) in kept for p in m.parameters(recurse=False))]
 
 
+# parts of a recipe that at most one recipe of a composition may set: (attribute, why not two);
+# ``<attribute>_name`` records which recipe set it
+_ONE_OWNER = (("layer", "both replace the output layer"),
+              ("freeze", "both decide which parameters are frozen"),
+              ("warmup", "both add a warm-up phase to each task"))
+
+
 def compose(recipes: Sequence[Recipe]) -> Recipe:
     """Combines recipes into one, or explains why they cannot be combined.
 
@@ -117,33 +124,20 @@ def compose(recipes: Sequence[Recipe]) -> Recipe:
                 )
             seen_terms[term.name] = r.name
             out.terms.append(term)
-        if r.layer is not None:
-            if out.layer is not None:
-                raise ValueError(
-                    f"cannot combine {out.layer_name!r} and {r.name!r}: both replace the output "
-                    "layer"
-                )
-            out.layer, out.layer_name = r.layer, r.name
+        for attr, why in _ONE_OWNER:
+            if getattr(r, attr) is None:
+                continue
+            if getattr(out, attr) is not None:
+                raise ValueError(f"cannot combine {getattr(out, attr + '_name')!r} and "
+                                 f"{r.name!r}: {why}")
+            setattr(out, attr, getattr(r, attr))
+            setattr(out, attr + "_name", r.name)
         if r.data is not None:
             if out.data is not None:
                 raise ValueError(
                     f"cannot combine two data regimes ({out.data.name!r} and {r.data.name!r})"
                 )
             out.data = r.data
-        if r.freeze is not None:
-            if out.freeze is not None:
-                raise ValueError(
-                    f"cannot combine {out.freeze_name!r} and {r.name!r}: both decide which "
-                    "parameters are frozen"
-                )
-            out.freeze, out.freeze_name = r.freeze, r.name
-        if r.warmup is not None:
-            if out.warmup is not None:
-                raise ValueError(
-                    f"cannot combine {out.warmup_name!r} and {r.name!r}: both add a warm-up "
-                    "phase to each task"
-                )
-            out.warmup, out.warmup_name = r.warmup, r.name
         if r.hard_weight != 1.0:
             if out.hard_weight != 1.0:
                 raise ValueError(f"cannot combine two weights of the cross-entropy "
